@@ -1,0 +1,174 @@
+"""An async OpenAI-compatible chat-completions client on httpx, with bounded concurrency and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from pref_assets.clients.retry import RetryPolicy, parse_retry_after
+
+HTTP_ERROR = "http_error"
+CONNECTION_ERROR = "connection_error"
+TIMEOUT = "timeout"
+BAD_RESPONSE = "bad_response"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One chat-completions call; ``params`` holds generation parameters (max_tokens, temperature...)."""
+
+    model: str
+    messages: Sequence[dict[str, str]]
+    params: dict[str, Any] = field(default_factory=dict)
+    response_format: dict[str, Any] | None = None
+
+    def body(self) -> dict[str, Any]:
+        """Return the JSON body sent to ``/chat/completions``."""
+        body = {"model": self.model, "messages": list(self.messages), **self.params}
+        if self.response_format is not None:
+            body["response_format"] = self.response_format
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """The outcome of one call: the answer, or an error kind and message."""
+
+    text: str | None
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    attempts: int
+    error_kind: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Return whether the call produced an answer."""
+        return self.error_kind is None
+
+
+class ChatClient:
+    """Calls one endpoint; at most ``max_concurrency`` requests in flight; retries per ``retry``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        max_concurrency: int = 8,
+        timeout: httpx.Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=timeout or httpx.Timeout(120.0, connect=10.0),
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+        )
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._retry = retry or RetryPolicy()
+
+    async def __aenter__(self) -> ChatClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def complete_many(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """Return one result per request, in order; failures are results, never exceptions."""
+        return list(await asyncio.gather(*(self.complete(r) for r in requests)))
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        """Send one request, retrying what the policy allows."""
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self._slots:
+                outcome = await self._attempt(request)
+            if not outcome.retryable or attempt >= self._retry.max_attempts:
+                return outcome.result(time.perf_counter() - started, attempt)
+            await asyncio.sleep(self._retry.delay(attempt, outcome.retry_after))
+
+    async def _attempt(self, request: ChatRequest) -> _Outcome:
+        try:
+            response = await self._client.post("chat/completions", json=request.body())
+        except httpx.TimeoutException as err:
+            return _Outcome.failed(TIMEOUT, f"{type(err).__name__}: no answer in time", retryable=True)
+        except httpx.TransportError as err:
+            return _Outcome.failed(CONNECTION_ERROR, f"{type(err).__name__}: {err}", retryable=True)
+        if response.status_code != 200:
+            return _Outcome.failed(
+                HTTP_ERROR,
+                f"HTTP {response.status_code}: {_error_message(response)}",
+                retryable=self._retry.should_retry(response.status_code),
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        return _parse_completion(response)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: tuple[int, int] = (0, 0)
+    error_kind: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+
+    @classmethod
+    def failed(
+        cls, kind: str, message: str, *, retryable: bool, retry_after: float | None = None
+    ) -> _Outcome:
+        return cls(error_kind=kind, error=message, retryable=retryable, retry_after=retry_after)
+
+    def result(self, latency_s: float, attempts: int) -> ChatResult:
+        return ChatResult(
+            text=self.text,
+            finish_reason=self.finish_reason,
+            prompt_tokens=self.usage[0],
+            completion_tokens=self.usage[1],
+            latency_s=latency_s,
+            attempts=attempts,
+            error_kind=self.error_kind,
+            error=self.error,
+        )
+
+
+def _parse_completion(response: httpx.Response) -> _Outcome:
+    try:
+        body = response.json()
+        choice = body["choices"][0]
+        text = choice["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as err:
+        return _Outcome.failed(BAD_RESPONSE, f"unreadable completion ({type(err).__name__}: {err})", retryable=True)
+    if not isinstance(text, str):
+        return _Outcome.failed(BAD_RESPONSE, "completion has no text content", retryable=False)
+    usage = body.get("usage") or {}
+    tokens = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return _Outcome(text=text, finish_reason=choice.get("finish_reason"), usage=tokens)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return response.text[:300]
+    if isinstance(error, dict):
+        return str(error.get("message", error))[:300]
+    return str(error or response.text)[:300]

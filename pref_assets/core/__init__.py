@@ -1,0 +1,1 @@
+"""Pure functions and value types: no dagster, no httpx."""

@@ -1,0 +1,92 @@
+"""Pair selection and DPO formatting (the text and chat variants TRL reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pref_assets.core import status
+from pref_assets.core.conversation import Message, prompt_messages
+
+ALL_TIED = "all_tied"
+TOO_FEW = "fewer_than_two_rated_answers"
+SMALL_MARGIN = "margin_below_minimum"
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """Indexes (into the model list) of the chosen and rejected answers."""
+
+    chosen: int
+    rejected: int
+    margin: float
+
+
+@dataclass(frozen=True, slots=True)
+class NoPair:
+    """Why a prompt yields no pair."""
+
+    reason: str
+
+
+def select_pair(scores: Sequence[float | None], *, min_margin: float = 0.0) -> Pair | NoPair:
+    """Choose the highest-scored answer and reject the lowest; None scores are not eligible.
+
+    Ties break by list order: the first of the best is chosen, the last of the worst rejected,
+    so chosen and rejected are always different answers.
+    """
+    rated = [(i, s) for i, s in enumerate(scores) if s is not None]
+    if len(rated) < 2:
+        return NoPair(TOO_FEW)
+    best = max(s for _, s in rated)
+    worst = min(s for _, s in rated)
+    if best == worst:
+        return NoPair(ALL_TIED)
+    if best - worst < min_margin:
+        return NoPair(SMALL_MARGIN)
+    chosen = next(i for i, s in rated if s == best)
+    rejected = [i for i, s in rated if s == worst][-1]
+    return Pair(chosen, rejected, best - worst)
+
+
+def format_pair(row: dict[str, Any], chosen: str, rejected: str) -> dict[str, Any]:
+    """Return ``prompt``, ``chosen`` and ``rejected`` in the text or chat DPO layout.
+
+    Text: ``prompt`` is the instruction; chosen/rejected are [system?, user, assistant].
+    Chat (a ``messages`` row): ``prompt`` is the first user turn; chosen/rejected are the whole
+    conversation plus the answer.
+    """
+    context = prompt_messages(row)
+    prompt = next(m["content"] for m in context if m["role"] == "user")
+    return {
+        "prompt": prompt,
+        "chosen": _with_answer(context, chosen),
+        "rejected": _with_answer(context, rejected),
+    }
+
+
+def _with_answer(context: list[Message], answer: str) -> list[Message]:
+    return [*context, {"role": "assistant", "content": answer}]
+
+
+def pair_row(row: dict[str, Any], *, min_margin: float = 0.0) -> dict[str, Any]:
+    """Return the DPO row of one rated prompt: a pair, or no pair with a status and reason."""
+    out = {
+        "prompt_id": row["prompt_id"], "prompt": None, "chosen": None, "chosen_model": None,
+        "chosen_rating": None, "rejected": None, "rejected_model": None, "rejected_rating": None,
+        "margin": None,
+    }  # fmt: skip
+    if row["status"] != status.OK:
+        return out | {k: row[k] for k in ("status", "failed_stage", "reason")}
+    choice = select_pair(row["scores"], min_margin=min_margin)
+    if isinstance(choice, NoPair):
+        return out | {"status": status.SKIPPED, "failed_stage": status.STAGE_PAIRS, "reason": choice.reason}
+    models, answers, scores = row["generation_models"], row["generations"], row["scores"]
+    return out | format_pair(row, answers[choice.chosen], answers[choice.rejected]) | {
+        "chosen_model": models[choice.chosen],
+        "chosen_rating": scores[choice.chosen],
+        "rejected_model": models[choice.rejected],
+        "rejected_rating": scores[choice.rejected],
+        "margin": choice.margin,
+    } | status.ok()

@@ -1,0 +1,129 @@
+"""Turn raw source rows into validated prompt rows; bad rows are kept, marked with a reason."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pref_assets.core import status
+from pref_assets.core.ids import prompt_id
+
+FIELDS = ("instruction", "topic", "system_prompt", "messages")
+_ROLES = {"system", "user", "assistant"}
+
+
+class PromptSourceError(ValueError):
+    """A prompt source cannot be read at all (missing file, column, malformed line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    """One row as read from a source, with where it came from (``file:row``)."""
+
+    source_ref: str
+    values: Mapping[str, Any]
+
+
+def check_columns(columns: Iterable[str], mapping: Mapping[str, str], where: str) -> None:
+    """Raise if neither the instruction nor the messages column the mapping names is present."""
+    present = set(columns)
+    wanted = [mapping.get("instruction", "instruction"), mapping.get("messages", "messages")]
+    if not any(name in present for name in wanted):
+        raise PromptSourceError(
+            f"{where}: no column {wanted[0]!r} (or {wanted[1]!r} for chat prompts); "
+            f"columns present: {sorted(present)}; map yours with source.columns, e.g. "
+            f"{{instruction: <your column>}}"
+        )
+
+
+def normalize_rows(
+    rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_chars: int
+) -> list[dict[str, Any]]:
+    """Return one prompt row per raw row: ok, or failed with a reason. Nothing is dropped."""
+    seen: dict[str, str] = {}
+    out = []
+    for raw in rows:
+        row = _normalize(raw, mapping, max_chars)
+        if row["status"] == status.OK:
+            first = seen.setdefault(row["prompt_id"], raw.source_ref)
+            if first != raw.source_ref:
+                row.update(status.failure(status.STAGE_PROMPTS, f"duplicate: same instruction as {first}"))
+        out.append(row)
+    return out
+
+
+def _normalize(raw: RawRow, mapping: Mapping[str, str], max_chars: int) -> dict[str, Any]:
+    values = {name: raw.values.get(mapping.get(name, name)) for name in FIELDS}
+    row: dict[str, Any] = {
+        "prompt_id": None,
+        "instruction": None,
+        "topic": _optional_text(values["topic"]),
+        "system_prompt": _optional_text(values["system_prompt"]),
+        "messages": None,
+        "source_ref": raw.source_ref,
+        **status.ok(),
+    }
+    problem = _fill_text(row, values, max_chars)
+    if problem:
+        row.update(status.failure(status.STAGE_PROMPTS, problem))
+    return row
+
+
+def _fill_text(row: dict[str, Any], values: dict[str, Any], max_chars: int) -> str | None:
+    messages = values["messages"]
+    if messages is not None:
+        parsed, problem = parse_messages(messages)
+        if problem:
+            return problem
+        row["messages"] = parsed
+        instruction = first_user_turn(parsed)
+    else:
+        instruction = values["instruction"]
+    if not isinstance(instruction, str):
+        kind = type(instruction).__name__
+        return "missing_instruction" if instruction is None else f"invalid_instruction: {kind}, not text"
+    row["instruction"] = instruction
+    row["prompt_id"] = prompt_id(instruction)
+    if not instruction.strip():
+        return "empty_instruction: empty or whitespace only"
+    if len(instruction) > max_chars:
+        return f"instruction_too_long: {len(instruction)} characters, over the limit of {max_chars}"
+    return None
+
+
+def parse_messages(value: Any) -> tuple[list[dict[str, str]], str | None]:
+    """Validate a chat ``messages`` value; return the messages and a problem, if any."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            return [], f"invalid_messages: not valid JSON ({err.msg} at char {err.pos})"
+    if not isinstance(value, list) or not value:
+        return [], "invalid_messages: must be a non-empty list of {role, content}"
+    out = []
+    for i, message in enumerate(value):
+        if not isinstance(message, Mapping):
+            return [], f"invalid_messages: item {i} is not an object"
+        role, content = message.get("role"), message.get("content")
+        if role not in _ROLES or not isinstance(content, str):
+            return [], f"invalid_messages: item {i} needs a role in {sorted(_ROLES)} and text content"
+        out.append({"role": role, "content": content})
+    if not any(m["role"] == "user" for m in out):
+        return [], "invalid_messages: no user turn"
+    if out[-1]["role"] == "assistant":
+        return [], "invalid_messages: ends with an assistant turn, nothing left to answer"
+    return out, None
+
+
+def first_user_turn(messages: list[dict[str, str]]) -> str:
+    """Return the content of the first user message."""
+    return next(m["content"] for m in messages if m["role"] == "user")
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

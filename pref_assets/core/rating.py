@@ -1,0 +1,150 @@
+"""Rating step: one judge call per (prompt, aspect), bounded re-asks, verdicts mapped to model order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pref_assets.core import status
+from pref_assets.core.calls import Call, response_format
+from pref_assets.core.generation import Result
+from pref_assets.core.judge import TRUNCATED, UNPARSEABLE, JudgeParseError, Verdict, judge_messages, judge_schema
+from pref_assets.core.judge import parse_verdicts, presentation_order
+from pref_assets.core.rubric import Aspect, get_aspect
+from pref_assets.core.scoring import combine_scores, map_back
+
+REQUEST_FAILED = "judge_request_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeSpec:
+    """The judge model, its endpoint's structured-output flavour, aspects and re-ask budget."""
+
+    name: str
+    endpoint: str
+    model: str
+    params: tuple[tuple[str, Any], ...]
+    aspects: tuple[str, ...]
+    flavour: str
+    shuffle: bool = True
+    max_reasks: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One judge call to make: which prompt, which aspect, which answers in which order."""
+
+    prompt_id: str
+    aspect: Aspect
+    shown: tuple[int, ...]
+    call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A judged task: verdicts in shown order, or a failure reason; the raw text either way."""
+
+    task: Task
+    verdicts: tuple[Verdict, ...] | None
+    reason: str | None
+    raw_text: str | None
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+Runner = Callable[[Sequence[Call]], Sequence[Result]]
+
+
+def plan_tasks(rows: Sequence[dict[str, Any]], judge: JudgeSpec) -> list[Task]:
+    """Return the judge tasks for every ok row and aspect."""
+    return [_task(row, get_aspect(a), judge) for row in rows if row["status"] == status.OK for a in judge.aspects]
+
+
+def _task(row: dict[str, Any], aspect: Aspect, judge: JudgeSpec) -> Task:
+    answered = [i for i, text in enumerate(row["generations"]) if text is not None]
+    order = presentation_order(row["prompt_id"], len(answered)) if judge.shuffle else range(len(answered))
+    shown = tuple(answered[k] for k in order)
+    messages = judge_messages(row["instruction"], [row["generations"][i] for i in shown], aspect)
+    fmt = response_format(judge_schema(len(shown), aspect), judge.flavour)
+    return Task(row["prompt_id"], aspect, shown, Call(judge.endpoint, judge.model, tuple(messages), judge.params, fmt))
+
+
+def judge_all(tasks: Sequence[Task], run: Runner, max_reasks: int) -> list[Outcome]:
+    """Run every task; re-ask unparseable answers up to ``max_reasks`` times with a new seed."""
+    outcomes = [_outcome(t, r, 1) for t, r in zip(tasks, run([t.call for t in tasks]), strict=True)]
+    for attempt in range(2, max_reasks + 2):
+        retry = [i for i, o in enumerate(outcomes) if o.reason is not None and o.reason.startswith(UNPARSEABLE)]
+        if not retry:
+            break
+        calls = [_reseeded(outcomes[i].task.call, attempt) for i in retry]
+        for i, result in zip(retry, run(calls), strict=True):
+            outcomes[i] = _merge(outcomes[i], _outcome(outcomes[i].task, result, attempt))
+    return outcomes
+
+
+def _reseeded(call: Call, attempt: int) -> Call:
+    params = dict(call.params)
+    params["seed"] = int(params.get("seed", 0)) + 1000 * attempt
+    return replace(call, params=tuple(params.items()))
+
+
+def _merge(before: Outcome, after: Outcome) -> Outcome:
+    return replace(
+        after,
+        prompt_tokens=before.prompt_tokens + after.prompt_tokens,
+        completion_tokens=before.completion_tokens + after.completion_tokens,
+    )
+
+
+def _outcome(task: Task, result: Result, attempt: int) -> Outcome:
+    verdicts, reason = None, None
+    if result.error_kind is not None:
+        reason = f"{REQUEST_FAILED}: {result.error_kind}: {result.error}"
+    elif result.finish_reason == "length":
+        reason = f"{TRUNCATED}: the judge answer hit max_tokens"
+    else:
+        try:
+            verdicts = tuple(parse_verdicts(result.text or "", len(task.shown), task.aspect))
+        except JudgeParseError as err:
+            reason = str(err)
+    return Outcome(task, verdicts, reason, result.text, attempt, result.prompt_tokens, result.completion_tokens)
+
+
+def rating_rows(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], judge: JudgeSpec) -> list[dict[str, Any]]:
+    """Return one row per grouped row: its judgements per aspect, combined scores, and status."""
+    by_prompt: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_prompt.setdefault(outcome.task.prompt_id, []).append(outcome)
+    return [_rating_row(row, by_prompt.get(row["prompt_id"], []), judge) for row in rows]
+
+
+def _rating_row(row: dict[str, Any], outcomes: list[Outcome], judge: JudgeSpec) -> dict[str, Any]:
+    n = len(row["generation_models"])
+    out = dict(row) | {"judge_model": judge.name, "judgements": [_judgement(o, n) for o in outcomes]}
+    if row["status"] != status.OK:
+        return out | {"scores": [None] * n}
+    failed = [o for o in outcomes if o.verdicts is None]
+    if failed:
+        kind = str(failed[0].reason).split(":")[0]
+        detail = kind + ": " + "; ".join(f"[{o.task.aspect.name}] {o.reason}" for o in failed)
+        return out | {"scores": [None] * n} | status.failure(status.STAGE_RATINGS, detail)
+    by_aspect = {j["aspect"]: j["ratings"] for j in out["judgements"]}
+    return out | {"scores": combine_scores(by_aspect, n)} | status.ok()
+
+
+def _judgement(o: Outcome, n: int) -> dict[str, Any]:
+    mapped = map_back(o.verdicts, o.task.shown, n) if o.verdicts else [None] * n
+    return {
+        "aspect": o.task.aspect.name,
+        "ratings": [v.rating if v else None for v in mapped],
+        "rationales": [v.rationale if v else None for v in mapped],
+        "error_kinds": [v.error_kind if v else None for v in mapped],
+        "shown_order": list(o.task.shown),
+        "raw_text": o.raw_text,
+        "failure": o.reason,
+        "attempts": o.attempts,
+        "prompt_tokens": o.prompt_tokens,
+        "completion_tokens": o.completion_tokens,
+    }

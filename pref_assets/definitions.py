@@ -1,0 +1,33 @@
+"""The Dagster code location: ``dagster dev -m pref_assets.definitions`` or ``-w workspace.yaml``."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pref_assets.defs.assets import build_assets
+from pref_assets.defs.io_manager import ParquetIOManager
+from pref_assets.defs.partitions import build_partitions
+from pref_assets.defs.resources import build_argilla_resource, build_llm_resource
+from pref_assets.settings import Settings, load_settings
+
+JOB_NAME = "preference_job"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Return the project's definitions for ``settings``."""
+    partitions = build_partitions(settings)
+    assets = build_assets(settings, partitions)
+    job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.assets(*assets), partitions_def=partitions)
+    return dg.Definitions(
+        assets=assets,
+        jobs=[job],
+        resources={
+            "llm": build_llm_resource(settings.endpoints),
+            "argilla": build_argilla_resource(settings.argilla),
+            "parquet_io": ParquetIOManager(base_dir=settings.storage_dir),
+        },
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(load_settings())

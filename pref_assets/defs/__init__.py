@@ -1,0 +1,1 @@
+"""Dagster wiring only: assets, resources, partitions, IO manager."""

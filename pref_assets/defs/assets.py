@@ -1,0 +1,133 @@
+"""The six batch-partitioned assets. Bodies stay thin: inputs in, core and clients called, frame out."""
+
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from pref_assets.clients.argilla import ArgillaError, push_records
+from pref_assets.clients.runner import run_calls
+from pref_assets.core import status
+from pref_assets.core.batching import batch_bounds
+from pref_assets.core.generation import generation_row, plan_generations, upstream_failure_row
+from pref_assets.core.grouping import group_generations
+from pref_assets.core.pairs import pair_row
+from pref_assets.core.prompts import PromptSourceError, normalize_rows
+from pref_assets.core.rating import JudgeSpec, judge_all, plan_tasks, rating_rows
+from pref_assets.core.records import build_record
+from pref_assets.core.rubric import RUBRIC_VERSION
+from pref_assets.defs import schemas
+from pref_assets.defs.metadata import call_metadata, preview, status_metadata
+from pref_assets.defs.resources import ArgillaResource, LLMResource
+from pref_assets.settings import Settings
+from pref_assets.sources import read_source
+
+GROUP = "preference"
+CODE_VERSION = "1"
+
+
+def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """Return the six assets for ``settings``, all partitioned by ``partitions``."""
+    common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io"}
+    generators = settings.generators
+    judge = _judge_spec(settings)
+
+    @dg.asset(description="One batch of prompts: ids, instructions, topics; bad rows kept with a reason.",
+              code_version=CODE_VERSION, **common)  # fmt: skip
+    def prompts(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
+        start, stop = batch_bounds(context.partition_key, settings.batch_size)
+        try:
+            rows = normalize_rows(read_source(settings.source), settings.source.columns,
+                                  max_chars=settings.source.max_prompt_chars)  # fmt: skip
+        except PromptSourceError as err:
+            raise dg.Failure(description=f"prompt source: {err}") from err
+        out = schemas.frame(rows[start:stop], schemas.PROMPTS)
+        return _result(out, ["prompt_id", "topic", "instruction", "status", "reason"], source=settings.source.kind)
+
+    @dg.asset(description="Each generator's answer to each prompt, with tokens, latency and errors.",
+              code_version=CODE_VERSION, **common)  # fmt: skip
+    def generations_by_model(llm: LLMResource, prompts: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+        rows = prompts.to_dicts()
+        plan = plan_generations(rows, generators)
+        results = run_calls([call for _, _, call in plan], llm.client)
+        out_rows = [generation_row(pid, name, r) for (pid, name, _), r in zip(plan, results, strict=True)]
+        out_rows += [upstream_failure_row(p) for p in rows if p["status"] != status.OK]
+        out = schemas.frame(out_rows, schemas.GENERATIONS)
+        return _result(out, ["prompt_id", "model", "generation", "status", "reason"], **call_metadata(out, "model"))
+
+    @dg.asset(description="One row per prompt: answers and model names in aligned lists, gaps visible.",
+              code_version=CODE_VERSION, **common)  # fmt: skip
+    def grouped(prompts: pl.DataFrame, generations_by_model: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+        names = [g.name for g in generators]
+        rows = group_generations(prompts.to_dicts(), generations_by_model.to_dicts(), names)
+        out = schemas.frame(rows, schemas.GROUPED)
+        return _result(out, ["prompt_id", "generation_models", "generation_status", "status", "reason"])
+
+    @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
+              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", **common)  # fmt: skip
+    def ratings(llm: LLMResource, grouped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+        rows = grouped.to_dicts()
+        outcomes = judge_all(plan_tasks(rows, judge), lambda calls: run_calls(calls, llm.client), judge.max_reasks)
+        out = schemas.frame(rating_rows(rows, outcomes, judge), schemas.RATINGS)
+        return _result(out, ["prompt_id", "generation_models", "scores", "status", "reason"])
+
+    @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
+              code_version=CODE_VERSION, **common)  # fmt: skip
+    def dpo_pairs(ratings: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+        rows = [pair_row(r, min_margin=settings.pairs.min_margin) for r in ratings.to_dicts()]
+        out = schemas.frame(rows, schemas.DPO_PAIRS)
+        cols = ["prompt_id", "chosen_model", "chosen_rating", "rejected_model", "rejected_rating", "status", "reason"]
+        return _result(out, cols, pairs=int((out["status"] == status.OK).sum()))
+
+    @dg.asset(description="Records for human review in Argilla; pushed when an Argilla URL is configured.",
+              code_version=CODE_VERSION, **common)  # fmt: skip
+    def argilla_records(
+        context: dg.AssetExecutionContext, argilla: ArgillaResource, ratings: pl.DataFrame
+    ) -> dg.Output[pl.DataFrame]:
+        rows = _records(ratings.to_dicts(), argilla.dataset, context.partition_key)
+        target = "not pushed: no Argilla URL configured; records kept in this asset's Parquet file"
+        if argilla.url:
+            client = argilla.client()
+            try:
+                rows, target = push_records(client, argilla.dataset, argilla.workspace, rows, len(generators))
+            except ArgillaError as err:
+                raise dg.Failure(description=f"Argilla: {err}") from err
+            finally:
+                client.close()
+        out = schemas.frame(rows, schemas.ARGILLA_RECORDS)
+        return _result(out, ["prompt_id", "record_id", "pushed", "status", "reason"], argilla=target)
+
+    return [prompts, generations_by_model, grouped, ratings, dpo_pairs, argilla_records]
+
+
+def _records(rows: list[dict], dataset: str, batch: str) -> list[dict]:
+    out = []
+    for row in rows:
+        base = {"prompt_id": row["prompt_id"], "record_id": None, "record": None, "pushed": False, "push_error": None}
+        if row["status"] != status.OK:
+            out.append(base | {k: row[k] for k in ("status", "failed_stage", "reason")})
+            continue
+        record = build_record(row, dataset=dataset, batch=batch)
+        out.append(base | {"record_id": record["id"], "record": json.dumps(record, ensure_ascii=False)} | status.ok())
+    return out
+
+
+def _judge_spec(settings: Settings) -> JudgeSpec:
+    j = settings.judge
+    return JudgeSpec(
+        name=j.name,
+        endpoint=j.endpoint,
+        model=j.model,
+        params=tuple(j.params.items()),
+        aspects=tuple(j.aspects),
+        flavour=settings.endpoint(j.endpoint).structured_output,
+        shuffle=j.shuffle,
+        max_reasks=j.max_reasks,
+    )
+
+
+def _result(out: pl.DataFrame, columns: list[str], **extra: object) -> dg.Output[pl.DataFrame]:
+    metadata = status_metadata(out) | preview(out, columns)
+    metadata |= {k: v if isinstance(v, dg.MetadataValue) else dg.MetadataValue.text(str(v)) for k, v in extra.items()}
+    return dg.Output(out, metadata=metadata)

@@ -1,0 +1,39 @@
+"""Each asset partition is one Parquet file: ``<base_dir>/<asset>/<partition>.parquet``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores polars frames as Parquet under one base directory; writes are atomic."""
+
+    base_dir: str
+
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
+        path = self._path(context)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".parquet.partial")
+        obj.write_parquet(partial)
+        os.replace(partial, path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path.resolve()))})
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        path = self._path(context)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: upstream partition not materialized yet")
+        return pl.read_parquet(path)
+
+    def _path(self, context: dg.InputContext | dg.OutputContext) -> Path:
+        name = "__".join(context.asset_key.path)
+        key = context.asset_partition_key if context.has_asset_partitions else "all"
+        return Path(self.base_dir) / name / f"{key}.parquet"
+
+
+def partition_path(base_dir: str, asset: str, partition: str) -> Path:
+    """Return where the IO manager keeps ``asset``'s ``partition``."""
+    return Path(base_dir) / asset / f"{partition}.parquet"

@@ -1,0 +1,63 @@
+"""Asset metadata people read: counts by status and reason, token and latency figures, a preview."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+PREVIEW_ROWS = 5
+_CELL_CHARS = 80
+
+
+def status_metadata(frame: pl.DataFrame) -> dict[str, Any]:
+    """Return row count, ok/failed/skipped counts and counts per failure reason."""
+    counts = Counter(frame["status"].to_list()) if frame.height else Counter()
+    reasons = Counter(_reason_kind(r) for r in frame.filter(pl.col("status") != "ok")["reason"].to_list())
+    return {
+        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "ok": dg.MetadataValue.int(counts.get("ok", 0)),
+        "failed": dg.MetadataValue.int(counts.get("failed", 0)),
+        "skipped": dg.MetadataValue.int(counts.get("skipped", 0)),
+        "reasons": dg.MetadataValue.json(dict(reasons.most_common())),
+    }
+
+
+def _reason_kind(reason: str | None) -> str:
+    return (reason or "unknown").split(":")[0]
+
+
+def preview(frame: pl.DataFrame, columns: list[str]) -> dict[str, Any]:
+    """Return a markdown table of the first rows, long cells shortened."""
+    head = frame.select([c for c in columns if c in frame.columns]).head(PREVIEW_ROWS)
+    lines = ["| " + " | ".join(head.columns) + " |", "|" + " --- |" * len(head.columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in head.iter_rows()]
+    return {"preview": dg.MetadataValue.md("\n".join(lines))}
+
+
+def _cell(value: object) -> str:
+    text = str(value).replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
+
+
+def call_metadata(frame: pl.DataFrame, by: str) -> dict[str, Any]:
+    """Return tokens, attempts and latency percentiles per value of column ``by``."""
+    if frame.is_empty() or "latency_s" not in frame.columns:
+        return {}
+    calls = frame.filter(pl.col(by).is_not_null())
+    stats = calls.group_by(by, maintain_order=True).agg(
+        pl.len().alias("calls"),
+        (pl.col("status") == "ok").sum().alias("ok"),
+        pl.col("attempts").sum().alias("attempts"),
+        pl.col("prompt_tokens").sum().alias("prompt_tokens"),
+        pl.col("completion_tokens").sum().alias("completion_tokens"),
+        pl.col("latency_s").quantile(0.5).round(3).alias("latency_p50_s"),
+        pl.col("latency_s").quantile(0.95).round(3).alias("latency_p95_s"),
+    )
+    return {
+        "calls": dg.MetadataValue.json(stats.to_dicts()),
+        "prompt_tokens": dg.MetadataValue.int(int(calls["prompt_tokens"].sum())),
+        "completion_tokens": dg.MetadataValue.int(int(calls["completion_tokens"].sum())),
+    }

@@ -1,0 +1,34 @@
+"""Batch partitions: fixed-size slices of the configured prompt source, known when definitions load."""
+
+from __future__ import annotations
+
+import logging
+
+import dagster as dg
+
+from pref_assets.core.batching import batch_keys
+from pref_assets.core.prompts import PromptSourceError
+from pref_assets.settings import Settings
+from pref_assets.sources import read_source
+
+log = logging.getLogger(__name__)
+
+
+def build_partitions(settings: Settings) -> dg.StaticPartitionsDefinition:
+    """Return one partition per batch of the source; a hub source counts ``source.limit`` rows.
+
+    A source that cannot be read yet still gives one batch, so the project loads and the
+    ``prompts`` asset reports the problem when it runs.
+    """
+    return dg.StaticPartitionsDefinition(batch_keys(_row_count(settings), settings.batch_size))
+
+
+def _row_count(settings: Settings) -> int:
+    source = settings.source
+    if source.kind == "hub":
+        return source.limit or settings.batch_size
+    try:
+        return len(read_source(source))
+    except PromptSourceError as err:
+        log.warning("prompt source not readable yet (%s); defining one batch", err)
+        return settings.batch_size

@@ -1,0 +1,171 @@
+"""Project configuration: a YAML file (``PREF_ASSETS_CONFIG`` or ./pref_assets.yaml) or the embedded default.
+
+API keys are never in this file: an endpoint names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pref_assets.core.rubric import get_aspect
+
+EMBEDDED = "embedded"
+CONFIG_ENV = "PREF_ASSETS_CONFIG"
+DEFAULT_CONFIG_FILE = "pref_assets.yaml"
+
+StructuredOutput = Literal["json_object_schema", "json_schema", "none"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EndpointSettings(_Strict):
+    """An OpenAI-compatible server. ``base_url: embedded`` is the local llama.cpp server."""
+
+    name: str
+    base_url: str
+    api_key_env: str | None = None
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_attempts: int = Field(4, ge=1)
+    structured_output: StructuredOutput = "json_object_schema"
+
+
+class ModelSettings(_Strict):
+    """A model on an endpoint. ``name`` labels its answers in the dataset; ``model`` is the API id."""
+
+    name: str
+    endpoint: str
+    model: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JudgeSettings(ModelSettings):
+    """The judge model and the rubric aspects it rates."""
+
+    aspects: list[str] = Field(default_factory=lambda: ["overall-rating"], min_length=1)
+    shuffle: bool = True
+    max_reasks: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _check_aspects(self) -> JudgeSettings:
+        for name in self.aspects:
+            get_aspect(name)
+        return self
+
+
+class SourceSettings(_Strict):
+    """Where prompts come from: the embedded set, local files, or a Hugging Face Hub dataset."""
+
+    kind: Literal["embedded", "files", "hub"] = "embedded"
+    paths: list[str] = Field(default_factory=list)
+    columns: dict[str, str] = Field(default_factory=dict)
+    repo_id: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    limit: int | None = Field(None, ge=1)
+    max_prompt_chars: int = Field(20_000, ge=1)
+
+
+class PairSettings(_Strict):
+    """How chosen/rejected are picked: highest vs lowest score, with an optional minimum margin."""
+
+    min_margin: float = Field(0.0, ge=0)
+
+
+class ArgillaSettings(_Strict):
+    """Argilla target; records are pushed only when ``url`` is set."""
+
+    url: str | None = None
+    api_key_env: str = "ARGILLA_API_KEY"
+    dataset: str = "pref-assets"
+    workspace: str = "argilla"
+
+
+def _default_endpoints() -> list[EndpointSettings]:
+    return [EndpointSettings(name=EMBEDDED, base_url=EMBEDDED, max_concurrency=2)]
+
+
+def _default_generators() -> list[ModelSettings]:
+    model = "smollm2-135m-instruct"
+    return [
+        ModelSettings(name="smollm2-focused", endpoint=EMBEDDED, model=model,
+                      params={"temperature": 0.2, "top_p": 0.9, "max_tokens": 96, "seed": 7}),
+        ModelSettings(name="smollm2-creative", endpoint=EMBEDDED, model=model,
+                      params={"temperature": 1.0, "top_p": 0.95, "max_tokens": 96, "seed": 11}),
+    ]  # fmt: skip
+
+
+def _default_judge() -> JudgeSettings:
+    return JudgeSettings(
+        name="smollm2-judge",
+        endpoint=EMBEDDED,
+        model="smollm2-135m-instruct",
+        params={"temperature": 0.0, "max_tokens": 384, "seed": 3},
+    )
+
+
+class Settings(_Strict):
+    """The whole pipeline's configuration."""
+
+    storage_dir: str = "pref_data"
+    batch_size: int = Field(8, ge=1)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    endpoints: list[EndpointSettings] = Field(default_factory=_default_endpoints)
+    generators: list[ModelSettings] = Field(default_factory=_default_generators)
+    judge: JudgeSettings = Field(default_factory=_default_judge)
+    pairs: PairSettings = Field(default_factory=PairSettings)
+    argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        names = [e.name for e in self.endpoints]
+        _require_unique(names, "endpoint")
+        _require_unique([g.name for g in self.generators], "generator")
+        if len(self.generators) < 2:
+            raise ValueError("configure at least two generators: a pair needs two answers")
+        for model in [*self.generators, self.judge]:
+            if model.endpoint not in names:
+                raise ValueError(f"model {model.name!r} names unknown endpoint {model.endpoint!r}; known: {names}")
+        return self
+
+    def endpoint(self, name: str) -> EndpointSettings:
+        """Return the endpoint called ``name``."""
+        return next(e for e in self.endpoints if e.name == name)
+
+
+def _require_unique(names: list[str], what: str) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} names must be unique; repeated: {dupes}")
+
+
+class SettingsError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Return settings from ``path``, ``$PREF_ASSETS_CONFIG``, ./pref_assets.yaml, or the defaults."""
+    chosen = path or os.environ.get(CONFIG_ENV)
+    if chosen is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        chosen = DEFAULT_CONFIG_FILE
+    if chosen is None:
+        return Settings()
+    return _read_settings(Path(chosen))
+
+
+def _read_settings(path: Path) -> Settings:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise SettingsError(f"{path}: cannot read configuration: {err}") from err
+    try:
+        return Settings.model_validate(document)
+    except ValidationError as err:
+        raise SettingsError(f"{path}: invalid configuration:\n{err}") from err

@@ -1,0 +1,105 @@
+"""Local prompt files: JSONL, JSON, Parquet, CSV. Errors name the file, the row and the problem."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
+
+FORMATS = (".jsonl", ".json", ".parquet", ".csv")
+
+
+def read_files(paths: Sequence[str], mapping: Mapping[str, str]) -> list[RawRow]:
+    """Return the rows of every file, in the order given; raise on any unreadable file."""
+    if not paths:
+        raise PromptSourceError("source.kind is 'files' but source.paths is empty")
+    rows: list[RawRow] = []
+    for path in map(Path, paths):
+        found = read_file(path)
+        check_columns(_columns(found), mapping, str(path))
+        rows.extend(found)
+    return rows
+
+
+def read_file(path: Path) -> list[RawRow]:
+    """Return the rows of one file, chosen by its suffix."""
+    if not path.is_file():
+        raise PromptSourceError(f"{path}: no such file")
+    readers = {".jsonl": read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise PromptSourceError(f"{path}: unsupported file type; use one of {', '.join(FORMATS)}")
+    rows = reader(path)
+    if not rows:
+        raise PromptSourceError(f"{path}: the file has no rows")
+    return rows
+
+
+def read_jsonl(path: Path) -> list[RawRow]:
+    """Return one row per non-blank line; a malformed line raises with its line number."""
+    rows = []
+    for number, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        value = _parse_json(line, f"{path}:{number}")
+        if not isinstance(value, dict):
+            raise PromptSourceError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
+        rows.append(RawRow(f"{path}:{number}", value))
+    return rows
+
+
+def _read_json(path: Path) -> list[RawRow]:
+    value = _parse_json(_decode(path), str(path))
+    if isinstance(value, dict) and isinstance(value.get("data"), list):
+        value = value["data"]
+    if not isinstance(value, list):
+        raise PromptSourceError(f"{path}: expected a JSON array of objects (or {{'data': [...]}})")
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise PromptSourceError(f"{path}: item {index}: expected an object, got {type(item).__name__}")
+    return [RawRow(f"{path}:item {i}", item) for i, item in enumerate(value)]
+
+
+def _read_parquet(path: Path) -> list[RawRow]:
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise PromptSourceError(f"{path}: not a readable Parquet file: {err}") from err
+    return [RawRow(f"{path}:row {i + 1}", row) for i, row in enumerate(frame.iter_rows(named=True))]
+
+
+def _read_csv(path: Path) -> list[RawRow]:
+    text = _decode(path)
+    try:
+        frame = pl.read_csv(text.encode("utf-8"), infer_schema=False)
+    except pl.exceptions.PolarsError as err:
+        raise PromptSourceError(f"{path}: not a readable CSV file: {err}") from err
+    return [RawRow(f"{path}:line {i + 2}", row) for i, row in enumerate(frame.iter_rows(named=True))]
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise PromptSourceError(
+            f"{path}:{line}: not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}); "
+            "re-save the file as UTF-8"
+        ) from err
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PromptSourceError(f"{where}: malformed JSON: {err.msg} (column {err.colno})") from err
+
+
+def _columns(rows: list[RawRow]) -> set[str]:
+    return {name for row in rows for name in row.values}

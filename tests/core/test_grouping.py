@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pref_assets.core.grouping import group_generations
+
+MODELS = ["a", "b", "c"]
+
+
+def _prompt(pid: str, status: str = "ok", reason: str | None = None) -> dict[str, Any]:
+    return {"prompt_id": pid, "instruction": f"q{pid}", "topic": None, "system_prompt": None, "messages": None,
+            "status": status, "failed_stage": None if status == "ok" else "prompts", "reason": reason}
+
+
+def _gen(pid: str, model: str, text: str | None = "ans", status: str = "ok", reason: str | None = None) -> dict:
+    return {"prompt_id": pid, "model": model, "generation": text, "status": status, "reason": reason}
+
+
+def test_lists_follow_model_order_not_arrival_order() -> None:
+    gens = [_gen("1", "c", "C"), _gen("1", "a", "A"), _gen("1", "b", "B")]
+    [row] = group_generations([_prompt("1")], gens, MODELS)
+    assert row["generation_models"] == MODELS
+    assert row["generations"] == ["A", "B", "C"]
+    assert row["status"] == "ok"
+
+
+def test_failed_and_missing_answers_keep_their_slot() -> None:
+    gens = [_gen("1", "a", "A"), _gen("1", "c", None, "failed", "http_error: HTTP 500")]
+    [row] = group_generations([_prompt("1")], gens, MODELS)
+    assert row["generations"] == ["A", None, None]
+    assert row["generation_status"] == ["ok", "missing", "failed"]
+    assert row["generation_reasons"] == [None, "no generation row", "http_error: HTTP 500"]
+    assert row["status"] == "ok"
+
+
+def test_prompt_with_no_answer_fails_with_each_models_reason() -> None:
+    gens = [_gen("1", m, None, "failed", "timeout: slow") for m in MODELS]
+    [row] = group_generations([_prompt("1")], gens, MODELS)
+    assert row["status"] == "failed"
+    assert row["failed_stage"] == "generations_by_model"
+    assert row["reason"].startswith("no_answer: a: timeout: slow; b: timeout")
+
+
+def test_upstream_failures_pass_through_in_order() -> None:
+    prompts = [_prompt("1"), _prompt("2", "failed", "empty_instruction"), _prompt("3")]
+    gens = [_gen(p, m) for p in ("1", "3") for m in MODELS] + [
+        {"prompt_id": "2", "model": None, "generation": None, "status": "failed", "reason": "empty_instruction"}
+    ]
+    rows = group_generations(prompts, gens, MODELS)
+    assert [r["prompt_id"] for r in rows] == ["1", "2", "3"]
+    assert rows[1]["status"] == "failed" and rows[1]["reason"] == "empty_instruction"
+    assert rows[1]["generations"] == [None, None, None]
+
+
+@pytest.mark.parametrize(
+    ("gens", "message"),
+    [
+        ([_gen("9", "a")], "unknown prompt"),
+        ([_gen("1", "z")], "unknown prompt or model"),
+        ([_gen("1", "a"), _gen("1", "a")], "two generations"),
+    ],
+)
+def test_misaligned_input_is_an_error_not_a_shift(gens: list[dict], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        group_generations([_prompt("1")], gens, MODELS)

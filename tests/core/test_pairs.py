@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pref_assets.core.pairs import ALL_TIED, SMALL_MARGIN, TOO_FEW, NoPair, Pair, format_pair, pair_row, select_pair
+
+
+@pytest.mark.parametrize(
+    ("scores", "min_margin", "expected"),
+    [
+        ([5, 2], 0, Pair(0, 1, 3)),
+        ([2, 5], 0, Pair(1, 0, 3)),
+        ([3, 5, 1], 0, Pair(1, 2, 4)),
+        ([5, 5, 1], 0, Pair(0, 2, 4)),
+        ([5, 1, 1], 0, Pair(0, 2, 4)),
+        ([4, 4], 0, NoPair(ALL_TIED)),
+        ([3, 3, 3], 0, NoPair(ALL_TIED)),
+        ([5], 0, NoPair(TOO_FEW)),
+        ([], 0, NoPair(TOO_FEW)),
+        ([None, 4], 0, NoPair(TOO_FEW)),
+        ([None, 4, 2], 0, Pair(1, 2, 2)),
+        ([4, None, 4], 0, NoPair(ALL_TIED)),
+        ([4, 3], 2, NoPair(SMALL_MARGIN)),
+        ([5, 3], 2, Pair(0, 1, 2)),
+        ([4.5, 4.0], 0, Pair(0, 1, 0.5)),
+    ],
+)
+def test_select_pair(scores: list, min_margin: float, expected: Pair | NoPair) -> None:
+    assert select_pair(scores, min_margin=min_margin) == expected
+
+
+@pytest.mark.parametrize("scores", [[1, 1], [2, 2, 2, 2], [5, 5, 1, 1], [3, 1, 3, 1]])
+def test_chosen_is_never_rejected(scores: list[int]) -> None:
+    choice = select_pair(scores)
+    assert isinstance(choice, NoPair) or choice.chosen != choice.rejected
+
+
+def _row(**extra: Any) -> dict[str, Any]:
+    base = {"prompt_id": "p", "instruction": "Q?", "system_prompt": None, "messages": None,
+            "generation_models": ["m1", "m2"], "generations": ["good", "bad"], "scores": [5.0, 2.0],
+            "status": "ok", "failed_stage": None, "reason": None}
+    return base | extra
+
+
+def test_text_pair_layout() -> None:
+    row = pair_row(_row(system_prompt="Be kind."))
+    assert row["prompt"] == "Q?"
+    assert row["chosen"] == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Q?"},
+        {"role": "assistant", "content": "good"},
+    ]
+    assert row["rejected"][-1] == {"role": "assistant", "content": "bad"}
+    assert (row["chosen_model"], row["chosen_rating"], row["rejected_model"], row["rejected_rating"]) == (
+        "m1", 5.0, "m2", 2.0)
+    assert row["status"] == "ok"
+
+
+def test_chat_pair_layout_keeps_the_conversation() -> None:
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": "Tell a joke"}]
+    out = format_pair({"instruction": "Hi", "system_prompt": None, "messages": messages}, "A", "B")
+    assert out["prompt"] == "Hi"
+    assert out["chosen"] == [*messages, {"role": "assistant", "content": "A"}]
+    assert out["rejected"] == [*messages, {"role": "assistant", "content": "B"}]
+
+
+def test_tied_prompt_is_skipped_with_reason() -> None:
+    row = pair_row(_row(scores=[3.0, 3.0]))
+    assert (row["status"], row["reason"], row["chosen"]) == ("skipped", ALL_TIED, None)
+
+
+def test_failed_prompt_stays_failed() -> None:
+    row = pair_row(_row(status="failed", failed_stage="ratings", reason="judge_unparseable: x", scores=[None, None]))
+    assert (row["status"], row["failed_stage"], row["reason"]) == ("failed", "ratings", "judge_unparseable: x")
