@@ -17,7 +17,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """Return the project's definitions for ``settings``."""
     partitions = build_partitions(settings)
     assets = build_assets(settings, partitions)
-    job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.assets(*assets), partitions_def=partitions)
+    job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.assets(*assets))
     return dg.Definitions(
         assets=assets,
         jobs=[job],

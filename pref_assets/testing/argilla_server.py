@@ -19,13 +19,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,12 +87,6 @@ def argilla_available(venv: Path | None = None) -> bool:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _last_lines(path: Path, count: int = 40) -> str:
     if not path.exists():
         return ""
@@ -110,8 +103,9 @@ def _ready_url(path: Path) -> str | None:
     return None
 
 
-def _spawn(python: Path, port: int, venv: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(python: Path, port: int, venv: Path, log_path: Path, timeout: float) -> subprocess.Popen[bytes]:
     argv = [str(python), str(SERVE_SCRIPT), "--port", str(port), "--venv", str(venv)]
+    argv += ["--timeout", str(timeout), "--exit-with-parent"]
     with log_path.open("wb") as output:
         return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
@@ -133,19 +127,15 @@ def _wait_ready(process: subprocess.Popen[bytes], log_path: Path, timeout: float
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Stop serve.py (which stops its children), then anything left in its group."""
     _signal_group(process, signal.SIGTERM)
-    try:
+    with suppress(subprocess.TimeoutExpired):
         process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pass
     _signal_group(process, signal.SIGKILL)
     process.wait()
 
@@ -156,16 +146,15 @@ def run_argilla_server(
 ) -> Iterator[ArgillaServer]:
     """Run a fresh local argilla-server (default user, API key ``argilla.apikey``).
 
-    ``port=0`` picks a free port. Raises ``ArgillaServerError`` (with the last lines of
+    ``port=0`` lets serve.py pick a free port. Raises ``ArgillaServerError`` (with the last lines of
     the server's output) when it is not installed or does not become ready in time.
     """
     venv = venv or default_venv()
     if not argilla_available(venv):
         raise ArgillaServerError(f"{INSTALL_HINT} (looked for the venv at {venv})")
-    port = port or _free_port()
     with tempfile.TemporaryDirectory(prefix="argilla-server-") as tmp:
         log_path = Path(tmp) / "serve.log"
-        process = _spawn(venv / "bin" / "python", port, venv, log_path)
+        process = _spawn(venv / "bin" / "python", port, venv, log_path, timeout)
         try:
             url = _wait_ready(process, log_path, timeout)
             yield ArgillaServer(url=url)

@@ -117,9 +117,9 @@ class TokenBucket:
 
 
 def rate_limit_headers(bucket: TokenBucket, wait: float) -> tuple[tuple[bytes, bytes], ...]:
-    """Return ``Retry-After`` (fractional seconds) and the ``x-ratelimit-*`` headers of a 429."""
+    """Return ``Retry-After`` (fractional seconds, rounded up) and the ``x-ratelimit-*`` headers of a 429."""
     return (
-        (b"retry-after", f"{max(wait, 0.01):.2f}".encode()),
+        (b"retry-after", f"{math.ceil(wait * 100) / 100:.2f}".encode()),
         (b"x-ratelimit-limit-requests", str(round(bucket.rate * 60)).encode()),
         (b"x-ratelimit-remaining-requests", str(int(bucket.tokens)).encode()),
         (b"x-ratelimit-reset-requests", f"{wait:.3f}s".encode()),
@@ -158,11 +158,12 @@ class Stats:
 # ---------------------------------------------------------------- answers
 
 
-_VOCABULARY = (
+_FILLER = (
     "the answer is clear and covers the main points with a short example while a few details "
     "remain open so the reader may want to check the source data before relying on this result "
     "overall it follows the request and explains each step in plain words"
-).split()
+)
+_VOCABULARY = tuple(_FILLER.split())
 _TOKEN = re.compile(r"\S+")
 
 
@@ -295,7 +296,8 @@ def message_text(message: Any) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+        texts = (p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return "\n".join(str(text) for text in texts)
     raise BadRequest("message content must be a string or a list of parts")
 
 
@@ -408,9 +410,7 @@ def completion(body: dict[str, Any], faults: Faults, number: int) -> dict[str, A
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", MODEL_ID),
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -436,7 +436,8 @@ async def send_reply(send: Send, reply: Reply) -> None:
     """Send ``reply`` as a JSON response."""
     body = json.dumps(reply.payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers + list(reply.headers)})
+    headers += reply.headers
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -478,7 +479,8 @@ class FakeOpenAI:
             return
         handler = self.routes.get((scope["method"], scope["path"].rstrip("/")))
         if handler is None:
-            await send_reply(send, error_reply(404, f"no route {scope['method']} {scope['path']}", "not_found"))
+            message = f"no route {scope['method']} {scope['path']}"
+            await send_reply(send, error_reply(404, message, "not_found"))
             return
         await handler(scope, receive, send)
 
@@ -563,7 +565,7 @@ class FakeOpenAI:
     async def complete(self, body: dict[str, Any], receive: Receive) -> Reply | None:
         """Apply latency and faults, then build the completion."""
         if body.get("stream"):
-            return error_reply(400, "stream=true is not supported by the fake server", "invalid_request_error")
+            return error_reply(400, "stream=true is not supported here", "invalid_request_error")
         faults = Faults.draw(self.rng, self.config)
         if faults.latency > 0:
             await asyncio.sleep(faults.latency)
@@ -610,10 +612,19 @@ async def serve(config: FakeConfig, host: str, port: int) -> None:
     await task
 
 
-_FLAG_TYPES: dict[str, Callable[[str], Any]] = {
-    "latency": float, "latency_jitter": float, "rpm": float, "burst": int, "max_concurrency": int,
-    "fail_5xx": float, "fail_timeout": float, "malformed": float, "truncated": float,
-    "timeout_sleep": float, "seed": int, "api_key": str,
+_FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "latency": (float, "seconds of sleep per chat request"),
+    "latency_jitter": (float, "latency varies by +- this fraction"),
+    "rpm": (float, "requests per minute (token bucket); beyond it 429 with Retry-After"),
+    "burst": (int, "token-bucket capacity for --rpm"),
+    "max_concurrency": (int, "429 when more requests than this are in flight"),
+    "fail_5xx": (float, "probability of a 500/503 answer"),
+    "fail_timeout": (float, "probability of sleeping --timeout-sleep s before answering"),
+    "malformed": (float, "probability of non-JSON content for schema requests"),
+    "truncated": (float, "probability of a cut answer with finish_reason=length"),
+    "timeout_sleep": (float, "how long a --fail-timeout request sleeps"),
+    "seed": (int, "seed of the fault RNG"),
+    "api_key": (str, "require 'Authorization: Bearer KEY'"),
 }
 
 
@@ -624,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     for knob in fields(FakeConfig):
         flag = "--" + knob.name.replace("_", "-")
-        parser.add_argument(flag, dest=knob.name, type=_FLAG_TYPES[knob.name], default=knob.default)
+        kind, text = _FLAGS[knob.name]
+        parser.add_argument(flag, dest=knob.name, type=kind, default=knob.default, help=text)
     return parser
 
 

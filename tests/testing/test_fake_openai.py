@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,7 @@ JUDGE_SCHEMA = {
     "properties": {"answer_1": ITEM, "answer_2": ITEM, "answer_3": ITEM},
     "required": ["answer_1", "answer_2", "answer_3"],
 }
-MESSAGES = [{"role": "system", "content": "You are a judge."}, {"role": "user", "content": "Rate these answers."}]
+MESSAGES = [{"role": "system", "content": "You are a judge."}, {"role": "user", "content": "Rate these."}]
 
 
 def conforms(value: Any, schema: dict[str, Any]) -> bool:
@@ -40,23 +41,29 @@ def conforms(value: Any, schema: dict[str, Any]) -> bool:
     if "anyOf" in schema:
         return any(conforms(value, option) for option in schema["anyOf"])
     checks = {
-        "object": lambda: isinstance(value, dict)
-        and all(k in value for k in schema.get("required", []))
-        and all(conforms(value[k], s) for k, s in schema.get("properties", {}).items() if k in value),
-        "array": lambda: isinstance(value, list)
-        and schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value))
-        and all(conforms(v, schema["items"]) for v in value),
+        "object": lambda: (
+            isinstance(value, dict)
+            and all(k in value for k in schema.get("required", []))
+            and all(conforms(value[k], s) for k, s in schema.get("properties", {}).items() if k in value)
+        ),
+        "array": lambda: (
+            isinstance(value, list)
+            and schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value))
+            and all(conforms(v, schema["items"]) for v in value)
+        ),
         "string": lambda: isinstance(value, str) and len(value) <= schema.get("maxLength", len(value)),
-        "integer": lambda: isinstance(value, int)
-        and schema.get("minimum", value) <= value <= schema.get("maximum", value),
+        "integer": lambda: (
+            isinstance(value, int) and schema.get("minimum", value) <= value <= schema.get("maximum", value)
+        ),
         "boolean": lambda: isinstance(value, bool),
     }
     return bool(checks[schema["type"]]())
 
 
-def chat(server: FakeServer, **body: Any) -> httpx.Response:
+def chat(server: FakeServer, timeout: float = 10, **body: Any) -> httpx.Response:
     """POST a chat-completions body to ``server``."""
-    return server.client.post(f"{server.base_url}/chat/completions", json={"model": "judge", **body})
+    url = f"{server.base_url}/chat/completions"
+    return server.client.post(url, json={"model": "judge", **body}, timeout=timeout)
 
 
 def content(response: httpx.Response) -> str:
@@ -98,7 +105,8 @@ def test_openai_json_schema_form(server: FakeServer) -> None:
 
 
 def test_llama_cpp_schema_form_with_content_parts(server: FakeServer) -> None:
-    parts = [{"role": "user", "content": [{"type": "text", "text": "Rate"}, {"type": "text", "text": "these."}]}]
+    texts = [{"type": "text", "text": "Rate"}, {"type": "text", "text": "these."}]
+    parts = [{"role": "user", "content": texts}]
     fmt = {"type": "json_object", "schema": JUDGE_SCHEMA}
     document = json.loads(content(chat(server, messages=parts, response_format=fmt)))
     assert conforms(document, JUDGE_SCHEMA)
@@ -109,7 +117,12 @@ def test_schema_faker_covers_the_keywords() -> None:
         "type": "object",
         "$defs": {"Level": {"enum": ["low", "high"]}},
         "properties": {
-            "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}, "minItems": 2, "maxItems": 4},
+            "tags": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": 5},
+                "minItems": 2,
+                "maxItems": 3,
+            },
             "score": {"type": "integer", "minimum": 3, "maximum": 7},
             "ok": {"type": "boolean"},
             "kind": {"const": "judge"},
@@ -118,16 +131,17 @@ def test_schema_faker_covers_the_keywords() -> None:
         },
         "required": ["tags", "score"],
     }
+    resolved = {**schema, "properties": {**schema["properties"], "level": {"enum": ["low", "high"]}}}
     for seed in range(20):
         value = SchemaFaker(schema, random.Random(seed)).value(schema)
-        assert conforms(value, {**schema, "properties": {**schema["properties"], "level": {"enum": ["low", "high"]}}})
+        assert conforms(value, resolved)
         assert value["either"] == 100
 
 
 def test_same_body_gives_same_answer_and_counts_repeats(fresh: FakeServer) -> None:
     fmt = {"type": "json_object", "schema": JUDGE_SCHEMA}
     first, second = (content(chat(fresh, messages=MESSAGES, response_format=fmt)) for _ in range(2))
-    other = content(chat(fresh, messages=[{"role": "user", "content": "Something else."}], response_format=fmt))
+    other = content(chat(fresh, messages=[{"role": "user", "content": "Other."}], response_format=fmt))
     assert first == second != other
     stats = fresh.stats()
     assert stats["requests"] == 3 and stats["distinct_bodies"] == 2
@@ -194,15 +208,24 @@ def test_malformed_breaks_schema_answers_only() -> None:
 def test_fail_timeout_makes_the_client_time_out() -> None:
     with run_fake_openai(fail_timeout=1.0) as server:
         with pytest.raises(httpx.ReadTimeout):
-            server.client.post(f"{server.base_url}/chat/completions", json={"messages": MESSAGES}, timeout=0.3)
+            chat(server, messages=MESSAGES, timeout=0.3)
+        assert _eventually_disconnected(server)
 
 
 def test_api_key_is_enforced() -> None:
     with run_fake_openai(api_key="sekret") as server:
         assert chat(server, messages=MESSAGES).status_code == 401
         headers = {"Authorization": "Bearer sekret"}
-        ok = server.client.post(f"{server.base_url}/chat/completions", json={"messages": MESSAGES}, headers=headers)
-        assert ok.status_code == 200
+        url = f"{server.base_url}/chat/completions"
+        assert server.client.post(url, json={"messages": MESSAGES}, headers=headers).status_code == 200
+
+
+def _eventually_disconnected(server: FakeServer) -> bool:
+    for _ in range(50):
+        if server.stats()["by_status"].get("disconnected") == 1:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 async def _concurrent(server: FakeServer, n: int) -> list[int]:
@@ -221,6 +244,5 @@ def test_max_in_flight_and_max_concurrency() -> None:
 
 
 def test_dead_server_reports_its_stderr() -> None:
-    with pytest.raises(RuntimeError, match="exited"):
-        with run_fake_openai(host="256.1.1.1"):
-            pass
+    with pytest.raises(RuntimeError, match="exited"), run_fake_openai(host="256.1.1.1"):
+        pass

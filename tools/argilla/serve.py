@@ -44,8 +44,8 @@ STOP_GRACE_S = 10.0
 T = TypeVar("T")
 
 
-class StartupError(RuntimeError):
-    """A child process failed to start or did not become ready in time."""
+class ServeError(RuntimeError):
+    """A child process failed, exited or did not become ready in time."""
 
 
 class Terminated(Exception):
@@ -83,6 +83,12 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGHUP, terminate)
 
 
+def ignore_stop_signals() -> None:
+    """Let the shutdown finish even if another signal arrives meanwhile."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 @dataclass
 class Child:
     name: str
@@ -98,12 +104,18 @@ class Supervisor:
     verbose: bool = False
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, always_log: bool = False) -> Child:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, always_log: bool = False
+    ) -> Child:
         log_path = self.log_dir / f"{name}.log"
-        output: IO[bytes] | None = log_path.open("ab") if always_log or not self.verbose else None
+        output: IO[bytes] | None = log_path.open("wb") if always_log or not self.verbose else None
         try:
             process = subprocess.Popen(
-                argv, env=env, stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT if output else None
+                argv,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
             )
         finally:
             if output is not None:
@@ -115,7 +127,7 @@ class Supervisor:
     def check_alive(self) -> None:
         for child in self.children:
             if child.process.poll() is not None:
-                raise StartupError(
+                raise ServeError(
                     f"{child.name} exited with code {child.process.returncode}\n{tail(child.log_path)}"
                 )
 
@@ -144,7 +156,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, supervisor:
         if check():
             return
         time.sleep(0.1)
-    raise StartupError(f"{what} not ready within {timeout:.0f} s")
+    raise ServeError(f"{what} not ready within {timeout:.0f} s")
 
 
 def port_open(port: int) -> bool:
@@ -158,7 +170,7 @@ def port_open(port: int) -> bool:
 def start_redis(supervisor: Supervisor, data_dir: Path) -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise StartupError("redis-server is not on PATH: run tools/argilla/install.sh")
+        raise ServeError("redis-server is not on PATH: run tools/argilla/install.sh")
     port = free_port()
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +187,7 @@ def osmem_binary(venv: Path) -> Path:
         return Path(override)
     found = sorted(venv.glob("lib/python*/site-packages/osmem_server/bin/osmem-server"))
     if not found:
-        raise StartupError(f"osmem-server binary not found in {venv}: run tools/argilla/install.sh")
+        raise ServeError(f"osmem-server binary not found in {venv}: run tools/argilla/install.sh")
     return found[0]
 
 
@@ -222,6 +234,7 @@ def argilla_env(data_dir: Path, search_url: str, redis_url: str) -> dict[str, st
         HF_HUB_OFFLINE="1",
         PYTHONPATH=python_path,
         PYTHONUNBUFFERED="1",
+        COLUMNS="160",
     )
     return env
 
@@ -232,7 +245,7 @@ def prepare_database(supervisor: Supervisor, python: Path, env: dict[str, str], 
     code = child.process.wait()
     supervisor.children.remove(child)
     if code != 0:
-        raise StartupError(f"database setup failed with code {code}\n{tail(child.log_path)}")
+        raise ServeError(f"database setup failed with code {code}\n{tail(child.log_path)}")
 
 
 def me_answers(url: str) -> bool:
@@ -297,41 +310,54 @@ def data_directory(requested: Path | None) -> Iterator[Path]:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def serve_until_stopped(supervisor: Supervisor, parent: int | None) -> None:
+    """Block until a signal arrives, a child dies or (if given) the parent process exits."""
+    while parent is None or os.getppid() == parent:
+        supervisor.check_alive()
+        time.sleep(0.5)
+    log("parent process exited")
+
+
+def start_stack(supervisor: Supervisor, args: argparse.Namespace, data_dir: Path, timer: PhaseTimer) -> str:
+    """Start Redis, the search engine and argilla-server; return the server URL."""
+    python = args.venv / "bin" / "python"
+    existing_db = (data_dir / "home" / "argilla.db").exists()
+    redis_url = timer.measure("redis", lambda: start_redis(supervisor, data_dir))
+    search_url = timer.measure("osmem", lambda: start_osmem(supervisor, args.venv))
+    env = argilla_env(data_dir, search_url, redis_url)
+    port = args.port or free_port()
+    server = launch_argilla(supervisor, python, env, port)
+    timer.measure("database", lambda: prepare_database(supervisor, python, env, reindex=existing_db))
+    release(server)
+    if args.worker:
+        start_worker(supervisor, python, env)
+    return timer.measure("server", lambda: wait_for_argilla(supervisor, port, args.timeout))
+
+
 def run(args: argparse.Namespace) -> int:
-    venv: Path = args.venv
-    python = venv / "bin" / "python"
-    if not python.exists():
-        log(f"no argilla venv at {venv}: run tools/argilla/install.sh")
+    parent = os.getppid()
+    if not (args.venv / "bin" / "python").exists():
+        log(f"no argilla venv at {args.venv}: run tools/argilla/install.sh")
         return 2
     with data_directory(args.data_dir) as data_dir:
         log_dir = data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        existing_db = (data_dir / "home" / "argilla.db").exists()
         supervisor = Supervisor(log_dir, verbose=args.verbose)
-        timer = PhaseTimer()
         try:
-            redis_url = timer.measure("redis", lambda: start_redis(supervisor, data_dir))
-            search_url = timer.measure("osmem", lambda: start_osmem(supervisor, venv))
-            env = argilla_env(data_dir, search_url, redis_url)
-            port = args.port or free_port()
-            server = launch_argilla(supervisor, python, env, port)
-            timer.measure("database", lambda: prepare_database(supervisor, python, env, reindex=existing_db))
-            release(server)
-            if args.worker:
-                start_worker(supervisor, python, env)
-            url = timer.measure("server", lambda: wait_for_argilla(supervisor, port, args.timeout))
+            timer = PhaseTimer()
+            url = start_stack(supervisor, args, data_dir, timer)
             log(f"started in {timer.summary()}; data in {data_dir}; logs in {log_dir}")
             print(f"READY {url}", flush=True)
-            while True:
-                supervisor.check_alive()
-                time.sleep(0.5)
-        except StartupError as error:
+            serve_until_stopped(supervisor, parent if args.exit_with_parent else None)
+            return 0
+        except ServeError as error:
             log(str(error))
             return 1
         except (KeyboardInterrupt, Terminated):
             log("stopping")
             return 0
         finally:
+            ignore_stop_signals()
             supervisor.stop_all()
 
 
@@ -339,10 +365,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run a local argilla-server 2.8 for development and tests.")
     parser.add_argument("--port", type=int, default=6900, help="HTTP port (default 6900; 0 picks a free one)")
     parser.add_argument("--data-dir", type=Path, default=None, help="keep data here (default: a temp dir)")
-    parser.add_argument("--venv", type=Path, default=default_venv(), help="argilla venv (default .venvs/argilla)")
+    parser.add_argument("--venv", type=Path, default=default_venv(), help="argilla venv (.venvs/argilla)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server")
     parser.add_argument("--worker", action="store_true", help="also run an rq worker for background jobs")
-    parser.add_argument("--verbose", action="store_true", help="echo child output instead of logging to files")
+    parser.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process exits")
+    parser.add_argument("--verbose", action="store_true", help="echo child output, not to log files")
     return parser.parse_args(argv)
 
 

@@ -41,7 +41,12 @@ def workspace_id(client: httpx.Client, name: str) -> str:
 def create_dataset(client: httpx.Client, workspace: str) -> tuple[str, str]:
     dataset = call(client, "POST", "/datasets", 201, json={"name": "smoke", "workspace_id": workspace})
     dataset_id = dataset["id"]
-    field = {"name": "text", "title": "Text", "required": True, "settings": {"type": "text", "use_markdown": False}}
+    field = {
+        "name": "text",
+        "title": "Text",
+        "required": True,
+        "settings": {"type": "text", "use_markdown": False},
+    }
     call(client, "POST", f"/datasets/{dataset_id}/fields", 201, json=field)
     rating = {
         "name": "rating",
@@ -66,7 +71,9 @@ def upsert_records(client: httpx.Client, dataset_id: str, question_id: str) -> l
         }
         for key, text in PROMPTS.items()
     ]
-    return list(call(client, "PUT", f"/datasets/{dataset_id}/records/bulk", 200, json={"items": items})["items"])
+    return list(
+        call(client, "PUT", f"/datasets/{dataset_id}/records/bulk", 200, json={"items": items})["items"]
+    )
 
 
 def list_records(client: httpx.Client, dataset_id: str) -> dict[str, Any]:
@@ -106,12 +113,18 @@ def exercise(server: ArgillaServer) -> None:
         record_id = first[0]["id"]
 
         response = call(
-            client, "POST", f"/records/{record_id}/responses", 201,
+            client,
+            "POST",
+            f"/records/{record_id}/responses",
+            201,
             json={"values": {"rating": {"value": 4}}, "status": "submitted"},
         )
         check(search_total(client, dataset_id, rated(4)) == 1, "created response is in the search index")
         call(
-            client, "PUT", f"/responses/{response['id']}", 200,
+            client,
+            "PUT",
+            f"/responses/{response['id']}",
+            200,
             json={"values": {"rating": {"value": 5}}, "status": "submitted"},
         )
         check(search_total(client, dataset_id, rated(5)) == 1, "changed response is in the search index")
@@ -133,7 +146,9 @@ def exercise(server: ArgillaServer) -> None:
         call(client, "DELETE", f"/records/{record_id}/suggestions", 204, params={"ids": suggestion_id})
         suggestions = call(client, "GET", f"/records/{record_id}/suggestions", 200)["items"]
         check(suggestions == [], "suggestion deleted")
-        check(search_total(client, dataset_id, suggested(3)) == 2, "deleted suggestion is gone from the index")
+        check(
+            search_total(client, dataset_id, suggested(3)) == 2, "deleted suggestion is gone from the index"
+        )
 
 
 def main() -> int:

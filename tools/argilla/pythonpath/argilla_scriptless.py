@@ -18,8 +18,9 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 TARGET_MODULE = "argilla_server.search_engine.commons"
 ENGINE_CLASS = "BaseElasticAndOpenSearchEngine"
@@ -83,7 +84,8 @@ async def read_modify_write(engine: Any, index: str, doc_id: str, change: Change
         source: Source = dict(found["_source"])
         change(source)
         try:
-            await _put_document(engine.client, index, doc_id, source, found["_seq_no"], found["_primary_term"])
+            seq_no, term = found["_seq_no"], found["_primary_term"]
+            await _put_document(engine.client, index, doc_id, source, seq_no, term)
             return
         except conflicts:
             if attempt == MAX_ATTEMPTS - 1:
@@ -119,7 +121,8 @@ def _patched_methods(commons: ModuleType) -> dict[str, Callable[..., Any]]:
             if isinstance(suggestions, dict):
                 suggestions.pop(question_name, None)
 
-        await read_modify_write(self, index_name(suggestion.record.dataset), str(suggestion.record_id), change)
+        record_index = index_name(suggestion.record.dataset)
+        await read_modify_write(self, record_index, str(suggestion.record_id), change)
 
     return {
         "update_record_response": update_record_response,

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set-up and everyday commands. Each one installs what it needs first (idempotent, fast when done).
+#   ./dev.sh run [BATCH]   install, run all six assets for one batch on the embedded default, print the pairs' path
+#   ./dev.sh test [ARGS]   install (with the test servers), run the whole test suite
+#   ./dev.sh ui            open the Dagster UI (webserver + daemon) on http://127.0.0.1:3000
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+VENV=$ROOT/.venv
+PY=$VENV/bin/python
+# A portable llama.cpp build (AVX2, no AMX/AVX-512 kernels): the native build crashes on some CPUs.
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF}"
+export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT}"
+
+install() {
+  command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+  [ -x "$PY" ] || uv venv --quiet --python 3.11 "$VENV"
+  uv pip install --quiet --python "$PY" -e ".[local,dev]"
+}
+
+install_test_extras() {
+  # TRL's data utilities check that our pairs are what DPO/ORPO trainers read (no torch needed).
+  uv pip install --quiet --python "$PY" --no-deps "trl==1.16.*" "transformers>=4.56,<6"
+  uv pip install --quiet --python "$PY" tokenizers safetensors regex
+  tools/argilla/install.sh
+}
+
+case "${1:-}" in
+  run)
+    install
+    "$VENV/bin/dagster" asset materialize --select '*' --partition "${2:-batch-00000}" -m pref_assets.definitions
+    "$VENV/bin/pref-assets" summary --partition "${2:-batch-00000}"
+    ;;
+  test)
+    shift
+    install
+    install_test_extras
+    "$PY" -m pytest "$@"
+    ;;
+  ui)
+    install
+    exec "$VENV/bin/dagster" dev -w workspace.yaml
+    ;;
+  *)
+    sed -n '2,6p' "$0"
+    exit 2
+    ;;
+esac

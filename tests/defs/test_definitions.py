@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import dagster as dg
+
+from pref_assets.definitions import JOB_NAME, build_definitions
+from pref_assets.settings import Settings
+
+CHAIN = ["prompts", "generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records"]
+
+
+def _graph(defs: dg.Definitions) -> dict[str, list[str]]:
+    graph = defs.resolve_asset_graph()
+    return {
+        key.to_user_string(): sorted(k.to_user_string() for k in graph.get(key).parent_keys)
+        for key in graph.get_all_asset_keys()
+    }
+
+
+def test_asset_graph_snapshot() -> None:
+    assert _graph(build_definitions(Settings())) == {
+        "prompts": [],
+        "generations_by_model": ["prompts"],
+        "grouped": ["generations_by_model", "prompts"],
+        "ratings": ["grouped"],
+        "dpo_pairs": ["ratings"],
+        "argilla_records": ["ratings"],
+    }
+
+
+def test_every_asset_is_partitioned_by_batch_and_described() -> None:
+    defs = build_definitions(Settings())
+    graph = defs.resolve_asset_graph()
+    for name in CHAIN:
+        node = graph.get(dg.AssetKey(name))
+        assert node.partitions_def is not None
+        assert node.partitions_def.get_partition_keys()[0] == "batch-00000"
+        assert node.description
+
+
+def test_embedded_prompt_set_gives_partitions_of_batch_size() -> None:
+    defs = build_definitions(Settings(batch_size=16))
+    keys = defs.resolve_job_def(JOB_NAME).partitions_def.get_partition_keys()
+    assert keys == [f"batch-{i:05d}" for i in range(10)]
+
+
+def test_module_definitions_load() -> None:
+    from pref_assets import definitions
+
+    assert isinstance(definitions.defs, dg.Definitions)
+    definitions.defs.resolve_all_job_defs()
+
+
+def test_rubric_edit_changes_the_ratings_code_version() -> None:
+    graph = build_definitions(Settings()).resolve_asset_graph()
+    from pref_assets.core.rubric import RUBRIC_VERSION
+
+    assert RUBRIC_VERSION in graph.get(dg.AssetKey("ratings")).code_version
