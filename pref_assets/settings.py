@@ -18,7 +18,7 @@ EMBEDDED = "embedded"
 CONFIG_ENV = "PREF_ASSETS_CONFIG"
 DEFAULT_CONFIG_FILE = "pref_assets.yaml"
 
-StructuredOutput = Literal["json_object_schema", "json_schema", "none"]
+StructuredOutput = Literal["json_object_schema", "json_schema", "tgi_grammar", "none"]
 
 
 class _Strict(BaseModel):

@@ -12,6 +12,7 @@ from pref_assets.core.conversation import Message, prompt_messages
 ALL_TIED = "all_tied"
 TOO_FEW = "fewer_than_two_rated_answers"
 SMALL_MARGIN = "margin_below_minimum"
+IDENTICAL = "identical_answers"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,8 @@ def pair_row(row: dict[str, Any], *, min_margin: float = 0.0) -> dict[str, Any]:
     if isinstance(choice, NoPair):
         return out | {"status": status.SKIPPED, "failed_stage": status.STAGE_PAIRS, "reason": choice.reason}
     models, answers, scores = row["generation_models"], row["generations"], row["scores"]
+    if answers[choice.chosen].strip() == answers[choice.rejected].strip():
+        return out | {"status": status.SKIPPED, "failed_stage": status.STAGE_PAIRS, "reason": IDENTICAL}
     return out | format_pair(row, answers[choice.chosen], answers[choice.rejected]) | {
         "chosen_model": models[choice.chosen],
         "chosen_rating": scores[choice.chosen],

@@ -379,15 +379,15 @@ class Faults:
         )
 
 
-def content_rng(messages: list[Any]) -> random.Random:
-    """Return an RNG seeded from a hash of ``messages``."""
-    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+def content_rng(model: Any, messages: list[Any]) -> random.Random:
+    """Return an RNG seeded from a hash of the model and ``messages``: models answer differently."""
+    digest = hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def answer_text(body: dict[str, Any], faults: Faults) -> tuple[str, str]:
     """Return the answer content and its finish reason."""
-    rng = content_rng(body["messages"])
+    rng = content_rng(body.get("model"), body["messages"])
     schema = response_schema(body)
     text = plain_answer(rng) if schema is None else json.dumps(SchemaFaker(schema, rng).value(schema))
     if schema is not None and faults.malformed:

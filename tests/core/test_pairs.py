@@ -75,3 +75,8 @@ def test_tied_prompt_is_skipped_with_reason() -> None:
 def test_failed_prompt_stays_failed() -> None:
     row = pair_row(_row(status="failed", failed_stage="ratings", reason="judge_unparseable: x", scores=[None, None]))
     assert (row["status"], row["failed_stage"], row["reason"]) == ("failed", "ratings", "judge_unparseable: x")
+
+
+def test_identical_answer_texts_make_no_pair() -> None:
+    row = pair_row(_row(generations=["same answer", "same answer "], scores=[5.0, 1.0]))
+    assert (row["status"], row["reason"], row["chosen"]) == ("skipped", "identical_answers", None)

@@ -138,7 +138,8 @@ def test_upstream_failures_are_not_judged() -> None:
 def test_structured_output_flavours() -> None:
     rows = [_row("p", ["a", "b"])]
     fmt = {f: plan_tasks(rows, _judge(flavour=f))[0].call.response_format for f in
-           ("json_object_schema", "json_schema", "none")}
+           ("json_object_schema", "json_schema", "tgi_grammar", "none")}
     assert fmt["json_object_schema"]["type"] == "json_object" and "schema" in fmt["json_object_schema"]
     assert fmt["json_schema"]["json_schema"]["schema"]["required"] == ["answer_1", "answer_2"]
+    assert fmt["tgi_grammar"] == {"type": "json", "value": fmt["json_object_schema"]["schema"]}
     assert fmt["none"] is None
