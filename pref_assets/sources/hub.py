@@ -29,23 +29,34 @@ def read_hub(source: SourceSettings) -> list[RawRow]:
     """Return the rows of ``source.repo_id`` / ``source.split``."""
     if not source.repo_id:
         raise PromptSourceError("source.kind is 'hub' but source.repo_id is not set")
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-    if not offline and not hub_reachable():
-        raise PromptSourceError(f"Hugging Face Hub unreachable: cannot load {source.repo_id!r}; {_ALTERNATIVES}")
-    dataset = _load(source)
+    offline = _offline_requested() or not hub_reachable()
+    dataset = _load(source, offline)
     where = f"hub:{source.repo_id}[{source.split}]"
     rows = [RawRow(f"{where}:row {i + 1}", row) for i, row in enumerate(dataset)]
     check_columns(dataset.column_names, source.columns, where)
     return rows
 
 
-def _load(source: SourceSettings):  # noqa: ANN202 - datasets.Dataset, imported lazily (about 2 s)
-    import datasets
+def _offline_requested() -> bool:
+    return any(os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"}
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))  # fmt: skip
 
+
+def _load(source: SourceSettings, offline: bool):  # noqa: ANN202 - datasets.Dataset, imported lazily (about 2 s)
+    """Load from the Hub, or offline from the local cache only (no retries against an absent network)."""
+    import datasets
+    import huggingface_hub.constants as hub_constants
+
+    saved = (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE)
+    if offline:
+        hub_constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
     try:
         return datasets.load_dataset(source.repo_id, split=source.split, revision=source.revision)
     except (ConnectionError, OSError, ValueError) as err:
+        state = "the Hub is unreachable and there is no cached copy" if offline else "the Hub refused"
         raise PromptSourceError(
-            f"cannot load {source.repo_id!r} split {source.split!r} from the Hub ({type(err).__name__}: "
-            f"{str(err)[:300]}); offline, {_ALTERNATIVES}"
+            f"cannot load {source.repo_id!r} split {source.split!r}: {state} ({type(err).__name__}: "
+            f"{str(err)[:300]}); {_ALTERNATIVES}"
         ) from err
+    finally:
+        hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved

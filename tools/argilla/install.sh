@@ -31,12 +31,13 @@ install_redis() {
     command -v redis-server >/dev/null 2>&1 || { say "redis-server still not on PATH"; exit 1; }
 }
 
-requirements_digest() {
-    sha256sum "$requirements" | cut -d' ' -f1
+# What a finished install records: the requirements' digest and that bytecode is compiled.
+stamp_value() {
+    printf '%s bytecode\n' "$(sha256sum "$requirements" | cut -d' ' -f1)"
 }
 
 venv_is_current() {
-    [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(requirements_digest)" ]
+    [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(stamp_value)" ]
 }
 
 create_venv() {
@@ -56,10 +57,17 @@ create_venv() {
 install_packages() {
     say "installing $(grep -v '^#' "$requirements" | xargs)"
     if command -v uv >/dev/null 2>&1; then
-        uv pip install --quiet --compile-bytecode --python "$venv/bin/python" -r "$requirements"
+        uv pip install --quiet --python "$venv/bin/python" -r "$requirements"
     else
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     fi
+}
+
+# Precompiled bytecode roughly halves the server's start-up (its import compiles ~5,500
+# modules otherwise, and nothing is cached when PYTHONDONTWRITEBYTECODE is set).
+compile_bytecode() {
+    say "compiling bytecode"
+    "$venv/bin/python" -m compileall -q -j0 "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null
 }
 
 check_install() {
@@ -74,6 +82,7 @@ if venv_is_current; then
 fi
 create_venv
 install_packages
+compile_bytecode
 check_install
-requirements_digest >"$stamp"
+stamp_value >"$stamp"
 say "done: $venv"

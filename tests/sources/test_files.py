@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pref_assets.core.prompts import PromptSourceError, normalize_rows
+from pref_assets.settings import SourceSettings
+from pref_assets.sources import read_source
+from pref_assets.sources.embedded import read_embedded
+from pref_assets.sources.files import read_files
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+def test_embedded_set_has_enough_prompts_and_topics() -> None:
+    rows = normalize_rows(read_embedded(), {}, max_chars=20_000)
+    assert len(rows) >= 120
+    assert all(r["status"] == "ok" for r in rows)
+    assert len({r["topic"] for r in rows}) >= 8
+    assert len({r["prompt_id"] for r in rows}) == len(rows)
+
+
+def test_every_format_reads_the_same_rows(tmp_path: Path) -> None:
+    records = [{"q": "First?", "t": "a"}, {"q": "Second, with ünïcode?", "t": "b"}]
+    paths = [
+        _write(tmp_path / "p.jsonl", "".join(json.dumps(r) + "\n" for r in records)),
+        _write(tmp_path / "p.json", json.dumps(records)),
+        _write(tmp_path / "p.csv", "q,t\nFirst?,a\n\"Second, with ünïcode?\",b\n"),
+    ]
+    pl.DataFrame(records).write_parquet(tmp_path / "p.parquet")
+    paths.append(tmp_path / "p.parquet")
+    for path in paths:
+        rows = normalize_rows(read_files([str(path)], {"instruction": "q", "topic": "t"}), {"instruction": "q", "topic": "t"}, max_chars=99)
+        assert [(r["instruction"], r["topic"]) for r in rows] == [("First?", "a"), ("Second, with ünïcode?", "b")], path
+
+
+def test_source_refs_name_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "p.jsonl", '{"instruction": "a"}\n\n{"instruction": "b"}\n')
+    assert [r.source_ref for r in read_files([str(path)], {})] == [f"{path}:1", f"{path}:3"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.jsonl", b"", "the file has no rows"),
+        ("blank.jsonl", b"\n  \n", "the file has no rows"),
+        ("bad.jsonl", b'{"instruction": "ok"}\n{"instruction": oops}\n', r"bad.jsonl:2: malformed JSON"),
+        ("list.jsonl", b'["instruction"]\n', r"list.jsonl:1: expected a JSON object"),
+        ("latin1.jsonl", '{"instruction": "ok"}\n{"instruction": "café"}\n'.encode("latin-1"), r"latin1.jsonl:2: not UTF-8"),
+        ("nocol.jsonl", b'{"question": "x"}\n', r"nocol.jsonl: no column 'instruction'.*\['question'\]"),
+        ("obj.json", b'{"instruction": "x"}', r"expected a JSON array"),
+        ("items.json", b'[{"instruction": "x"}, 3]', r"item 1: expected an object"),
+        ("broken.parquet", b"PAR1 not really", r"not a readable Parquet file"),
+        ("data.txt", b"hello", r"unsupported file type"),
+    ],
+)
+def test_bad_files_name_file_row_and_problem(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = _write(tmp_path / name, content)
+    with pytest.raises(PromptSourceError, match=message):
+        read_files([str(path)], {})
+
+
+def test_missing_file_and_empty_path_list(tmp_path: Path) -> None:
+    with pytest.raises(PromptSourceError, match="no such file"):
+        read_files([str(tmp_path / "nope.jsonl")], {})
+    with pytest.raises(PromptSourceError, match="paths is empty"):
+        read_files([], {})
+
+
+def test_limit_applies_to_any_source() -> None:
+    assert len(read_source(SourceSettings(kind="embedded", limit=5))) == 5
