@@ -52,6 +52,7 @@ class JudgeSettings(ModelSettings):
     aspects: list[str] = Field(default_factory=lambda: ["overall-rating"], min_length=1)
     shuffle: bool = True
     max_reasks: int = Field(1, ge=0)
+    position_swap: bool = False
 
     @model_validator(mode="after")
     def _check_aspects(self) -> JudgeSettings:

@@ -29,6 +29,7 @@ class JudgeSpec:
     flavour: str
     shuffle: bool = True
     max_reasks: int = 1
+    position_swap: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class Task:
     aspect: Aspect
     shown: tuple[int, ...]
     call: Call
+    pass_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +60,27 @@ Runner = Callable[[Sequence[Call]], Sequence[Result]]
 
 
 def plan_tasks(rows: Sequence[dict[str, Any]], judge: JudgeSpec) -> list[Task]:
-    """Return the judge tasks for every ok row and aspect."""
-    return [_task(row, get_aspect(a), judge) for row in rows if row["status"] == status.OK for a in judge.aspects]
+    """Return the judge tasks for every ok row and aspect (twice, in reversed order, with position swap)."""
+    passes = (0, 1) if judge.position_swap else (0,)
+    return [
+        _task(row, get_aspect(a), judge, p)
+        for row in rows
+        if row["status"] == status.OK
+        for a in judge.aspects
+        for p in passes
+    ]
 
 
-def _task(row: dict[str, Any], aspect: Aspect, judge: JudgeSpec) -> Task:
+def _task(row: dict[str, Any], aspect: Aspect, judge: JudgeSpec, pass_index: int) -> Task:
     answered = [i for i, text in enumerate(row["generations"]) if text is not None]
     order = presentation_order(row["prompt_id"], len(answered)) if judge.shuffle else range(len(answered))
     shown = tuple(answered[k] for k in order)
+    if pass_index == 1:
+        shown = shown[::-1]
     messages = judge_messages(row["instruction"], [row["generations"][i] for i in shown], aspect)
     fmt = response_format(judge_schema(len(shown), aspect), judge.flavour)
-    return Task(row["prompt_id"], aspect, shown, Call(judge.endpoint, judge.model, tuple(messages), judge.params, fmt))
+    call = Call(judge.endpoint, judge.model, tuple(messages), judge.params, fmt)
+    return Task(row["prompt_id"], aspect, shown, call, pass_index)
 
 
 def judge_all(tasks: Sequence[Task], run: Runner, max_reasks: int) -> list[Outcome]:
@@ -128,9 +140,9 @@ def _rating_row(row: dict[str, Any], outcomes: list[Outcome], judge: JudgeSpec) 
     failed = [o for o in outcomes if o.verdicts is None]
     if failed:
         kind = str(failed[0].reason).split(":")[0]
-        detail = kind + ": " + "; ".join(f"[{o.task.aspect.name}] {o.reason}" for o in failed)
+        detail = kind + ": " + "; ".join(f"[{_label(o.task)}] {o.reason}" for o in failed)
         return out | {"scores": [None] * n} | status.failure(status.STAGE_RATINGS, detail)
-    by_aspect = {j["aspect"]: j["ratings"] for j in out["judgements"]}
+    by_aspect = {(j["aspect"], j["pass_index"]): j["ratings"] for j in out["judgements"]}
     return out | {"scores": combine_scores(by_aspect, n)} | status.ok()
 
 
@@ -138,6 +150,7 @@ def _judgement(o: Outcome, n: int) -> dict[str, Any]:
     mapped = map_back(o.verdicts, o.task.shown, n) if o.verdicts else [None] * n
     return {
         "aspect": o.task.aspect.name,
+        "pass_index": o.task.pass_index,
         "ratings": [v.rating if v else None for v in mapped],
         "rationales": [v.rationale if v else None for v in mapped],
         "error_kinds": [v.error_kind if v else None for v in mapped],
@@ -148,3 +161,7 @@ def _judgement(o: Outcome, n: int) -> dict[str, Any]:
         "prompt_tokens": o.prompt_tokens,
         "completion_tokens": o.completion_tokens,
     }
+
+
+def _label(task: Task) -> str:
+    return task.aspect.name + (" reversed" if task.pass_index else "")

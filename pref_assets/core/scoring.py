@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 from pref_assets.core.judge import Verdict
 
@@ -17,8 +17,8 @@ def map_back(verdicts: Sequence[Verdict], shown: Sequence[int], n_models: int) -
     return out
 
 
-def combine_scores(by_aspect: Mapping[str, Sequence[int | None]], n_models: int) -> list[float | None]:
-    """Return per answer the mean of its aspect ratings; N/A and unrated answers are left out.
+def combine_scores(by_aspect: Mapping[Hashable, Sequence[int | None]], n_models: int) -> list[float | None]:
+    """Return per answer the mean of its ratings over aspects (and passes); N/A and unrated are left out.
 
     An answer with no rating in any aspect has no score (None) and cannot enter a pair.
     """

@@ -124,6 +124,7 @@ def _judge_spec(settings: Settings) -> JudgeSpec:
         flavour=settings.endpoint(j.endpoint).structured_output,
         shuffle=j.shuffle,
         max_reasks=j.max_reasks,
+        position_swap=j.position_swap,
     )
 
 

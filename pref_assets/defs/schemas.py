@@ -34,7 +34,7 @@ GROUPED = pl.Schema(
 
 JUDGEMENT = pl.Struct(
     {
-        "aspect": TEXT, "ratings": pl.List(pl.Int64), "rationales": pl.List(TEXT),
+        "aspect": TEXT, "pass_index": pl.Int64, "ratings": pl.List(pl.Int64), "rationales": pl.List(TEXT),
         "error_kinds": pl.List(TEXT), "shown_order": pl.List(pl.Int64), "raw_text": TEXT,
         "failure": TEXT, "attempts": pl.Int64, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
     }  # fmt: skip

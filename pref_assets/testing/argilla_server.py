@@ -4,7 +4,7 @@ The server runs from its own venv (``tools/argilla/install.sh`` creates it) thro
 ``tools/argilla/serve.py``, which also runs Redis and an in-memory OpenSearch-compatible
 search engine. Everything lives in a temporary directory and is gone after the block.
 
-    from pref_assets.testing.argilla_server import argilla_available, run_argilla_server
+    from pref_assets.testing.argilla_server import INSTALL_HINT, argilla_available, run_argilla_server
 
     if not argilla_available():
         pytest.skip(INSTALL_HINT)
