@@ -10,6 +10,7 @@ import polars as pl
 
 from pref_assets.core.batching import batch_key
 from pref_assets.defs.io_manager import partition_path
+from pref_assets.export import collect_pairs, write_pairs
 from pref_assets.settings import load_settings
 
 ASSETS = ("prompts", "generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records")
@@ -23,7 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--partition", default=batch_key(0))
     summary = sub.add_parser("summary", help="print rows in, pairs out and failures of one batch")
     summary.add_argument("--partition", default=batch_key(0))
+    export = sub.add_parser("export", help="write the ok pairs of all batches to a .parquet or .jsonl file")
+    export.add_argument("path")
+    export.add_argument("--asset", default="dpo_pairs", help="the pairs asset to read (default: dpo_pairs)")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        frame = collect_pairs(load_settings().storage_dir, args.asset)
+        print(f"wrote {frame.height} pairs to {write_pairs(frame, args.path).resolve()}")
+        return 0
     if args.command == "run" and not _materialize(args.partition):
         return 1
     print(summarize(args.partition))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,8 @@ ALL_TIED = "all_tied"
 TOO_FEW = "fewer_than_two_rated_answers"
 SMALL_MARGIN = "margin_below_minimum"
 IDENTICAL = "identical_answers"
+LOWEST = "lowest"
+RANDOM_LOWER = "random_lower"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +34,14 @@ class NoPair:
     reason: str
 
 
-def select_pair(scores: Sequence[float | None], *, min_margin: float = 0.0) -> Pair | NoPair:
-    """Choose the highest-scored answer and reject the lowest; None scores are not eligible.
+def select_pair(
+    scores: Sequence[float | None], *, min_margin: float = 0.0, rejected: str = LOWEST, seed: str = ""
+) -> Pair | NoPair:
+    """Choose the highest-scored answer; reject the lowest, or a random lower one; None is not eligible.
 
-    Ties break by list order: the first of the best is chosen, the last of the worst rejected,
-    so chosen and rejected are always different answers.
+    Ties break by list order: the first of the best is chosen, the last of the worst rejected, so
+    chosen and rejected are always different answers. ``random_lower`` draws, seeded by ``seed``,
+    among the answers scored at least ``min_margin`` (and strictly) below the chosen one.
     """
     rated = [(i, s) for i, s in enumerate(scores) if s is not None]
     if len(rated) < 2:
@@ -47,8 +53,14 @@ def select_pair(scores: Sequence[float | None], *, min_margin: float = 0.0) -> P
     if best - worst < min_margin:
         return NoPair(SMALL_MARGIN)
     chosen = next(i for i, s in rated if s == best)
-    rejected = [i for i, s in rated if s == worst][-1]
-    return Pair(chosen, rejected, best - worst)
+    if rejected == RANDOM_LOWER:
+        lower = [i for i, s in rated if s < best and best - s >= min_margin]
+        pick = random.Random(seed).choice(lower)
+        return Pair(chosen, pick, best - scores[pick])
+    if rejected != LOWEST:
+        raise ValueError(f"unknown rejected policy {rejected!r}; use {LOWEST!r} or {RANDOM_LOWER!r}")
+    last_worst = [i for i, s in rated if s == worst][-1]
+    return Pair(chosen, last_worst, best - worst)
 
 
 def format_pair(row: dict[str, Any], chosen: str, rejected: str) -> dict[str, Any]:
@@ -71,7 +83,7 @@ def _with_answer(context: list[Message], answer: str) -> list[Message]:
     return [*context, {"role": "assistant", "content": answer}]
 
 
-def pair_row(row: dict[str, Any], *, min_margin: float = 0.0) -> dict[str, Any]:
+def pair_row(row: dict[str, Any], *, min_margin: float = 0.0, rejected: str = LOWEST) -> dict[str, Any]:
     """Return the DPO row of one rated prompt: a pair, or no pair with a status and reason."""
     out = {
         "prompt_id": row["prompt_id"], "prompt": None, "chosen": None, "chosen_model": None,
@@ -80,7 +92,7 @@ def pair_row(row: dict[str, Any], *, min_margin: float = 0.0) -> dict[str, Any]:
     }  # fmt: skip
     if row["status"] != status.OK:
         return out | {k: row[k] for k in ("status", "failed_stage", "reason")}
-    choice = select_pair(row["scores"], min_margin=min_margin)
+    choice = select_pair(row["scores"], min_margin=min_margin, rejected=rejected, seed=row["prompt_id"])
     if isinstance(choice, NoPair):
         return out | {"status": status.SKIPPED, "failed_stage": status.STAGE_PAIRS, "reason": choice.reason}
     models, answers, scores = row["generation_models"], row["generations"], row["scores"]

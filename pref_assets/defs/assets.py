@@ -14,11 +14,12 @@ from pref_assets.core.generation import generation_row, plan_generations, upstre
 from pref_assets.core.grouping import group_generations
 from pref_assets.core.pairs import pair_row
 from pref_assets.core.prompts import PromptSourceError, normalize_rows
-from pref_assets.core.rating import JudgeSpec, judge_all, plan_tasks, rating_rows
+from pref_assets.core.quality import judge_report, pair_report
+from pref_assets.core.rating import JudgeSpec, Outcome, judge_all, plan_tasks, rating_rows
 from pref_assets.core.records import build_record
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
-from pref_assets.defs.metadata import call_metadata, preview, status_metadata
+from pref_assets.defs.metadata import call_metadata, preview, report_metadata, status_metadata
 from pref_assets.defs.resources import ArgillaResource, LLMResource
 from pref_assets.settings import Settings
 from pref_assets.sources import read_source
@@ -69,16 +70,19 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
     def ratings(llm: LLMResource, grouped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
         rows = grouped.to_dicts()
         outcomes = judge_all(plan_tasks(rows, judge), lambda calls: run_calls(calls, llm.client), judge.max_reasks)
-        out = schemas.frame(rating_rows(rows, outcomes, judge), schemas.RATINGS)
-        return _result(out, ["prompt_id", "generation_models", "scores", "status", "reason"])
+        rated = rating_rows(rows, outcomes, judge)
+        out = schemas.frame(rated, schemas.RATINGS)
+        cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
+        return _result(out, cols, **report_metadata(judge_report(rated)), **_judge_tokens(outcomes))
 
     @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
               code_version=CODE_VERSION, **common)  # fmt: skip
     def dpo_pairs(ratings: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-        rows = [pair_row(r, min_margin=settings.pairs.min_margin) for r in ratings.to_dicts()]
+        policy = settings.pairs
+        rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in ratings.to_dicts()]
         out = schemas.frame(rows, schemas.DPO_PAIRS)
         cols = ["prompt_id", "chosen_model", "chosen_rating", "rejected_model", "rejected_rating", "status", "reason"]
-        return _result(out, cols, pairs=int((out["status"] == status.OK).sum()))
+        return _result(out, cols, **report_metadata(pair_report(rows)))
 
     @dg.asset(description="Records for human review in Argilla; pushed when an Argilla URL is configured.",
               code_version=CODE_VERSION, **common)  # fmt: skip
@@ -111,6 +115,13 @@ def _records(rows: list[dict], dataset: str, batch: str) -> list[dict]:
         record = build_record(row, dataset=dataset, batch=batch)
         out.append(base | {"record_id": record["id"], "record": json.dumps(record, ensure_ascii=False)} | status.ok())
     return out
+
+
+def _judge_tokens(outcomes: list[Outcome]) -> dict[str, dg.MetadataValue]:
+    return {
+        "prompt_tokens": dg.MetadataValue.int(sum(o.prompt_tokens for o in outcomes)),
+        "completion_tokens": dg.MetadataValue.int(sum(o.completion_tokens for o in outcomes)),
+    }
 
 
 def _judge_spec(settings: Settings) -> JudgeSpec:

@@ -61,3 +61,18 @@ def call_metadata(frame: pl.DataFrame, by: str) -> dict[str, Any]:
         "prompt_tokens": dg.MetadataValue.int(int(calls["prompt_tokens"].sum())),
         "completion_tokens": dg.MetadataValue.int(int(calls["completion_tokens"].sum())),
     }
+
+
+def report_metadata(report: dict[str, Any]) -> dict[str, Any]:
+    """Return a report's figures as metadata values (numbers as numbers, tables as JSON)."""
+    return {key: _value(value) for key, value in report.items()}
+
+
+def _value(value: object) -> dg.MetadataValue:
+    if isinstance(value, bool) or value is None:
+        return dg.MetadataValue.text(str(value))
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    if isinstance(value, float):
+        return dg.MetadataValue.float(value)
+    return dg.MetadataValue.json(value)

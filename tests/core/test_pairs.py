@@ -80,3 +80,22 @@ def test_failed_prompt_stays_failed() -> None:
 def test_identical_answer_texts_make_no_pair() -> None:
     row = pair_row(_row(generations=["same answer", "same answer "], scores=[5.0, 1.0]))
     assert (row["status"], row["reason"], row["chosen"]) == ("skipped", "identical_answers", None)
+
+
+def test_random_lower_draws_any_lower_answer_deterministically() -> None:
+    scores = [2.0, 5.0, 1.0, 4.0, 5.0]
+    picks = {select_pair(scores, rejected="random_lower", seed=f"p{i}").rejected for i in range(60)}
+    assert picks == {0, 2, 3}
+    assert select_pair(scores, rejected="random_lower", seed="x") == select_pair(scores, rejected="random_lower", seed="x")
+    assert all(select_pair(scores, rejected="random_lower", seed=f"p{i}").chosen == 1 for i in range(20))
+
+
+def test_random_lower_respects_the_margin() -> None:
+    picks = {select_pair([5.0, 4.0, 2.0, 1.0], min_margin=2, rejected="random_lower", seed=f"s{i}").rejected
+             for i in range(40)}
+    assert picks == {2, 3}
+
+
+def test_unknown_rejected_policy_is_an_error() -> None:
+    with pytest.raises(ValueError, match="rejected policy"):
+        select_pair([5.0, 1.0], rejected="median")

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pref_assets.cli import main
+from pref_assets.defs import schemas
+from pref_assets.export import PAIR_COLUMNS, collect_pairs, to_dataset, write_pairs
+
+
+def _pair(pid: str, status: str = "ok") -> dict:
+    ok = status == "ok"
+    user = {"role": "user", "content": f"q{pid}"}
+    return {"prompt_id": pid, "prompt": f"q{pid}" if ok else None,
+            "chosen": [user, {"role": "assistant", "content": "good"}] if ok else None,
+            "chosen_model": "a" if ok else None, "chosen_rating": 5.0 if ok else None,
+            "rejected": [user, {"role": "assistant", "content": "bad"}] if ok else None,
+            "rejected_model": "b" if ok else None, "rejected_rating": 1.0 if ok else None,
+            "margin": 4.0 if ok else None, "status": status, "failed_stage": None if ok else "dpo_pairs",
+            "reason": None if ok else "all_tied"}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    (tmp_path / "dpo_pairs").mkdir()
+    schemas.frame([_pair("1"), _pair("2", "skipped")], schemas.DPO_PAIRS).write_parquet(
+        tmp_path / "dpo_pairs" / "batch-00000.parquet")
+    schemas.frame([_pair("3")], schemas.DPO_PAIRS).write_parquet(tmp_path / "dpo_pairs" / "batch-00001.parquet")
+    return tmp_path
+
+
+def test_collect_keeps_ok_pairs_of_every_batch(store: Path) -> None:
+    frame = collect_pairs(store)
+    assert frame["prompt_id"].to_list() == ["1", "3"]
+    assert frame.columns == [*PAIR_COLUMNS, "batch"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_write_round_trips(store: Path, tmp_path: Path, suffix: str) -> None:
+    path = write_pairs(collect_pairs(store), tmp_path / f"out{suffix}")
+    back = pl.read_parquet(path) if suffix == ".parquet" else pl.read_ndjson(path)
+    assert back["chosen"].to_list()[0][-1] == {"role": "assistant", "content": "good"}
+
+
+def test_unknown_suffix_is_refused(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\.parquet or \.jsonl"):
+        write_pairs(collect_pairs(store), tmp_path / "out.csv")
+
+
+def test_dataset_is_what_trl_reads(store: Path) -> None:
+    dataset = to_dataset(collect_pairs(store))
+    assert dataset.num_rows == 2
+    data_utils = pytest.importorskip("trl.data_utils")
+    assert data_utils.is_conversational(dataset[0])
+    assert data_utils.maybe_extract_prompt(dataset[0])["prompt"] == [{"role": "user", "content": "q1"}]
+
+
+def test_cli_export(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"storage_dir: {store}\n")
+    monkeypatch.setenv("PREF_ASSETS_CONFIG", str(config))
+    assert main(["export", str(tmp_path / "final.jsonl")]) == 0
+    assert "wrote 2 pairs" in capsys.readouterr().out
+    lines = (tmp_path / "final.jsonl").read_text().splitlines()
+    assert [json.loads(line)["prompt_id"] for line in lines] == ["1", "3"]
