@@ -75,8 +75,11 @@ class SourceSettings(_Strict):
 
 
 class PairSettings(_Strict):
-    """How chosen/rejected are picked: highest vs lowest score, with an optional minimum margin."""
+    """How chosen/rejected are picked: the highest score is chosen; the rejected answer is the lowest
+    (``lowest``) or a random lower-scored one (``random_lower``, seeded by the prompt id), at least
+    ``min_margin`` below the chosen one."""
 
+    rejected: Literal["lowest", "random_lower"] = "lowest"
     min_margin: float = Field(0.0, ge=0)
 
 
