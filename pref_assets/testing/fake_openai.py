@@ -379,15 +379,16 @@ class Faults:
         )
 
 
-def content_rng(model: Any, messages: list[Any]) -> random.Random:
-    """Return an RNG seeded from a hash of the model and ``messages``: models answer differently."""
-    digest = hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).digest()
+def content_rng(body: dict[str, Any]) -> random.Random:
+    """Return an RNG seeded from a hash of the whole request: the same request gives the same answer,
+    another model, sampling setting or seed another one."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def answer_text(body: dict[str, Any], faults: Faults) -> tuple[str, str]:
     """Return the answer content and its finish reason."""
-    rng = content_rng(body.get("model"), body["messages"])
+    rng = content_rng(body)
     schema = response_schema(body)
     text = plain_answer(rng) if schema is None else json.dumps(SchemaFaker(schema, rng).value(schema))
     if schema is not None and faults.malformed:
