@@ -8,9 +8,10 @@ from pathlib import Path
 
 import polars as pl
 
+from pref_assets.clients.cache import RequestCache
 from pref_assets.core.batching import batch_key
 from pref_assets.defs.io_manager import partition_path
-from pref_assets.export import collect_pairs, write_pairs
+from pref_assets.export import LAYOUTS, collect_pairs, to_layout, write_pairs
 from pref_assets.settings import load_settings
 
 ASSETS = ("prompts", "generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records")
@@ -27,9 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export", help="write the ok pairs of all batches to a .parquet or .jsonl file")
     export.add_argument("path")
     export.add_argument("--asset", default="dpo_pairs", help="the pairs asset to read (default: dpo_pairs)")
+    export.add_argument("--layout", choices=LAYOUTS, default="dpo", help="column layout (default: dpo)")
+    cache = sub.add_parser("cache", help="show or clear the request cache")
+    cache.add_argument("action", choices=["stats", "clear"])
     args = parser.parse_args(argv)
+    if args.command == "cache":
+        print(_cache_command(args.action))
+        return 0
     if args.command == "export":
-        frame = collect_pairs(load_settings().storage_dir, args.asset)
+        frame = to_layout(collect_pairs(load_settings().storage_dir, args.asset), args.layout)
         print(f"wrote {frame.height} pairs to {write_pairs(frame, args.path).resolve()}")
         return 0
     if args.command == "run" and not _materialize(args.partition):
@@ -47,6 +54,19 @@ def _materialize(partition: str) -> bool:
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False)
     return result.success
+
+
+def _cache_command(action: str) -> str:
+    path = load_settings().cache_path()
+    if path is None:
+        return "the request cache is off (cache.enabled: false)"
+    cache = RequestCache(path)
+    try:
+        if action == "clear":
+            return f"removed {cache.clear()} cached responses from {path}"
+        return f"{cache.count()} cached responses in {path}"
+    finally:
+        cache.close()
 
 
 def summarize(partition: str) -> str:

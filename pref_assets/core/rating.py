@@ -54,6 +54,7 @@ class Outcome:
     attempts: int
     prompt_tokens: int
     completion_tokens: int
+    cached: bool = False
 
 
 Runner = Callable[[Sequence[Call]], Sequence[Result]]
@@ -121,7 +122,8 @@ def _outcome(task: Task, result: Result, attempt: int) -> Outcome:
             verdicts = tuple(parse_verdicts(result.text or "", len(task.shown), task.aspect))
         except JudgeParseError as err:
             reason = str(err)
-    return Outcome(task, verdicts, reason, result.text, attempt, result.prompt_tokens, result.completion_tokens)
+    tokens = (result.prompt_tokens, result.completion_tokens)
+    return Outcome(task, verdicts, reason, result.text, attempt, *tokens, cached=result.cached)
 
 
 def rating_rows(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], judge: JudgeSpec) -> list[dict[str, Any]]:
@@ -158,6 +160,7 @@ def _judgement(o: Outcome, n: int) -> dict[str, Any]:
         "raw_text": o.raw_text,
         "failure": o.reason,
         "attempts": o.attempts,
+        "cached": o.cached,
         "prompt_tokens": o.prompt_tokens,
         "completion_tokens": o.completion_tokens,
     }

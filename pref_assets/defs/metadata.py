@@ -51,6 +51,7 @@ def call_metadata(frame: pl.DataFrame, by: str) -> dict[str, Any]:
         pl.len().alias("calls"),
         (pl.col("status") == "ok").sum().alias("ok"),
         pl.col("attempts").sum().alias("attempts"),
+        pl.col("cached").sum().alias("cached"),
         pl.col("prompt_tokens").sum().alias("prompt_tokens"),
         pl.col("completion_tokens").sum().alias("completion_tokens"),
         pl.col("latency_s").quantile(0.5).round(3).alias("latency_p50_s"),

@@ -18,7 +18,7 @@ GENERATIONS = pl.Schema(
     {
         "prompt_id": TEXT, "model": TEXT, "generation": TEXT, "finish_reason": TEXT,
         "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "latency_s": pl.Float64,
-        "attempts": pl.Int64, "truncated": pl.Boolean,
+        "attempts": pl.Int64, "cached": pl.Boolean, "truncated": pl.Boolean,
     }  # fmt: skip
     | STATUS
 )
@@ -36,7 +36,7 @@ JUDGEMENT = pl.Struct(
     {
         "aspect": TEXT, "pass_index": pl.Int64, "ratings": pl.List(pl.Int64), "rationales": pl.List(TEXT),
         "error_kinds": pl.List(TEXT), "shown_order": pl.List(pl.Int64), "raw_text": TEXT,
-        "failure": TEXT, "attempts": pl.Int64, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
+        "failure": TEXT, "attempts": pl.Int64, "cached": pl.Boolean, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
     }  # fmt: skip
 )
 

@@ -19,6 +19,7 @@ class FakeResult:
     attempts: int = 1
     error_kind: str | None = None
     error: str | None = None
+    cached: bool = False
 
 
 def _judge(**extra: Any) -> JudgeSpec:

@@ -84,11 +84,10 @@ def test_pairs_are_trl_preference_rows(run: tuple[Path, dg.ExecuteInProcessResul
     for row in pairs.filter(pl.col("status") == "ok").to_dicts():
         assert row["chosen"] != row["rejected"]
         assert row["chosen_rating"] > row["rejected_rating"]
-        trl_row = {k: row[k] for k in ("prompt", "chosen", "rejected")}
-        assert data_utils.is_conversational(trl_row)
-        explicit = data_utils.maybe_extract_prompt(trl_row)
+        explicit = data_utils.maybe_extract_prompt({k: row[k] for k in ("prompt", "chosen", "rejected")})
         assert explicit["prompt"] == [{"role": "user", "content": row["prompt"]}]
-        assert explicit["chosen"][-1]["role"] == "assistant"
+        assert explicit["chosen"] == [row["chosen"][-1]] and row["chosen"][-1]["role"] == "assistant"
+        assert data_utils.is_conversational(explicit)
     skipped = pairs.filter(pl.col("status") == "skipped")
     assert set(skipped["reason"].to_list()) <= {"all_tied", "fewer_than_two_rated_answers"}
 

@@ -1,0 +1,67 @@
+"""A content-addressed request cache in SQLite: a response is stored the moment it arrives.
+
+The key is a hash of the exact request (endpoint identity, model, messages, generation parameters,
+response format) and nothing else, so a rerun sends only the requests that never completed, and
+changing one model's parameters re-sends only that model's calls. Safe for concurrent processes (WAL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at REAL NOT NULL
+)
+"""
+
+
+def request_key(endpoint_id: str, body: dict[str, Any]) -> str:
+    """Return the cache key of one request body sent to one endpoint."""
+    canonical = json.dumps([endpoint_id, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class RequestCache:
+    """Stores completed responses by request key."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """Return the stored response for ``key``, if any."""
+        row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, endpoint: str, model: str, response: dict[str, Any]) -> None:
+        """Store a response (the first one stored for a key wins)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO responses (key, endpoint, model, response, created_at) VALUES (?, ?, ?, ?, ?)",
+            (key, endpoint, model, json.dumps(response, ensure_ascii=False), time.time()),
+        )
+
+    def count(self) -> int:
+        """Return how many responses are stored."""
+        return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def clear(self) -> int:
+        """Delete every stored response; return how many there were."""
+        return self._db.execute("DELETE FROM responses").rowcount
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
