@@ -1,25 +1,39 @@
-"""A small Argilla 2.x REST client on httpx: dataset setup, idempotent record upserts, responses."""
+"""A small Argilla 2.x REST client on httpx: dataset setup, idempotent record upserts, responses.
+
+Argilla assigns its own record ids; records are matched by ``external_id`` (the prompt id), which the
+bulk upsert endpoint keys on, so a re-push updates records instead of adding them.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import httpx
 
+from pref_assets.clients.retry import RetryPolicy, parse_retry_after
 from pref_assets.core.records import GUIDELINES, dataset_spec
 
 CHUNK = 200
+SEARCH_PAGE = 1000
+TERMS_LIMIT = 250
+SUBMITTED = {"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": ["submitted"]}
+Spec = dict[str, list[dict[str, Any]]]
+Record = dict[str, Any]
+Keyed = tuple[str, Record]
 
 
 class ArgillaError(RuntimeError):
     """Argilla is unreachable, rejected the key, refused a request, or holds an incompatible dataset."""
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(self, message: str, status_code: int | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,45 +44,97 @@ class UpsertReport:
 
 
 class ArgillaClient:
-    """Talks to ``<url>/api/v1`` with the ``X-Argilla-Api-Key`` header."""
+    """Talks to ``<url>/api/v1`` with the ``X-Argilla-Api-Key`` header.
+
+    Connection errors, 429 and 5xx are retried by ``retry``; 409 (already exists) and other 4xx are not.
+    ``key_name`` names where the key came from in error messages; the key itself never appears.
+    """
 
     def __init__(
-        self, url: str, api_key: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        chunk_size: int = CHUNK,
+        key_name: str = "the API key",
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._http = httpx.Client(
             base_url=url.rstrip("/") + "/api/v1/",
             headers={"X-Argilla-Api-Key": api_key},
-            timeout=timeout,
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
             transport=transport,
         )
+        self._retry = retry or RetryPolicy()
+        self._chunk_size = chunk_size
+        self._key_name = key_name
         self.url = url
+
+    def __enter__(self) -> ArgillaClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send one request; raise ArgillaError with the server's words on failure."""
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as err:
-            raise ArgillaError(f"Argilla at {self.url} is unreachable ({type(err).__name__}: {err})") from err
-        if response.status_code in (401, 403):
+        """Send one request (retried when worth it); raise ArgillaError with the server's words on failure."""
+        response = self._send(method, path, kwargs)
+        if response.status_code == 401:
+            raise ArgillaError(f"Argilla at {self.url} rejected {self._key_name} (HTTP 401)", 401)
+        if response.status_code == 403:
             raise ArgillaError(
-                f"Argilla at {self.url} rejected the API key (HTTP {response.status_code})", response.status_code
+                f"Argilla at {self.url} refused {method} /api/v1/{path} for the user of {self._key_name} "
+                "(HTTP 403): use an owner or admin key",
+                403,
             )
         if response.status_code >= 400:
+            detail = response.text[:500]
             raise ArgillaError(
-                f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}", response.status_code
+                f"Argilla at {self.url}: {method} /api/v1/{path}: HTTP {response.status_code}: {detail}",
+                response.status_code,
+                detail,
             )
         return response.json() if response.content else None
 
+    def _send(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
+        attempt = 1
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as err:
+                if attempt >= self._retry.max_attempts:
+                    raise self._unreachable(err, attempt) from err
+                retry_after = None
+            else:
+                if attempt >= self._retry.max_attempts or not self._retryable(response.status_code):
+                    return response
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            time.sleep(self._retry.delay(attempt, retry_after))
+            attempt += 1
+
+    def _unreachable(self, err: httpx.TransportError, attempts: int) -> ArgillaError:
+        reason = f"{type(err).__name__}: {err}"
+        return ArgillaError(f"Argilla at {self.url} is unreachable ({reason}; {attempts} attempts)")
+
+    def _retryable(self, status_code: int) -> bool:
+        return status_code != 409 and self._retry.should_retry(status_code)
+
+    def find_workspace(self, name: str) -> str | None:
+        """Return the id of workspace ``name``, or None."""
+        items = self.request("GET", "me/workspaces")["items"]
+        return next((item["id"] for item in items if item["name"] == name), None)
+
     def workspace_id(self, name: str) -> str:
         """Return the id of workspace ``name``, creating it if the user may."""
-        for item in self.request("GET", "me/workspaces")["items"]:
-            if item["name"] == name:
-                return item["id"]
-        return self.request("POST", "workspaces", json={"name": name})["id"]
+        return self.find_workspace(name) or self.request("POST", "workspaces", json={"name": name})["id"]
 
     def find_dataset(self, name: str, workspace_id: str) -> dict[str, Any] | None:
         """Return the dataset ``name`` in the workspace, or None."""
@@ -77,14 +143,29 @@ class ArgillaClient:
                 return item
         return None
 
-    def ensure_dataset(self, name: str, workspace: str, spec: dict[str, list[dict[str, Any]]]) -> str:
-        """Return the id of a published dataset with ``spec``; create it, or check the existing one."""
+    def locate_dataset(self, name: str, workspace: str) -> str | None:
+        """Return the id of dataset ``workspace/name`` without creating anything, or None."""
+        workspace_id = self.find_workspace(workspace)
+        found = self.find_dataset(name, workspace_id) if workspace_id else None
+        return found["id"] if found else None
+
+    def ensure_dataset(self, name: str, workspace: str, spec: Spec) -> str:
+        """Return the id of a published dataset with ``spec``: create it, or check the existing one.
+
+        An existing dataset must have the same fields and questions (and question settings); metadata
+        properties it lacks are added.
+        """
         workspace_id = self.workspace_id(workspace)
         found = self.find_dataset(name, workspace_id)
-        if found is not None:
-            self._check_compatible(found["id"], name, spec)
-            return found["id"]
-        body = {"name": name, "workspace_id": workspace_id, "guidelines": GUIDELINES, "allow_extra_metadata": True}
+        if found is None:
+            return self._create_dataset(name, workspace_id, spec)
+        self._check_compatible(found["id"], f"{workspace}/{name}", spec)
+        self._add_metadata_properties(found["id"], spec["metadata_properties"])
+        return found["id"]
+
+    def _create_dataset(self, name: str, workspace_id: str, spec: Spec) -> str:
+        body = {"name": name, "workspace_id": workspace_id, "guidelines": GUIDELINES}
+        body |= {"allow_extra_metadata": True}
         dataset_id = self.request("POST", "datasets", json=body)["id"]
         for kind in ("fields", "questions", "metadata_properties"):
             for item in spec[kind]:
@@ -92,15 +173,30 @@ class ArgillaClient:
         self.request("PUT", f"datasets/{dataset_id}/publish")
         return dataset_id
 
-    def _check_compatible(self, dataset_id: str, name: str, spec: dict[str, list[dict[str, Any]]]) -> None:
+    def _check_compatible(self, dataset_id: str, label: str, spec: Spec) -> None:
+        problems = []
         for kind in ("fields", "questions"):
-            have = {item["name"] for item in self.request("GET", f"datasets/{dataset_id}/{kind}")["items"]}
-            want = {item["name"] for item in spec[kind]}
-            if have != want:
-                raise ArgillaError(
-                    f"dataset {name!r} exists with other {kind}: missing {sorted(want - have)}, "
-                    f"unexpected {sorted(have - want)}; use another dataset name or delete it"
-                )
+            have = self.request("GET", f"datasets/{dataset_id}/{kind}")["items"]
+            problems += spec_differences(kind, have, spec[kind])
+        have = self._metadata_properties(dataset_id)
+        shared = _names(have) & _names(spec["metadata_properties"])
+        problems += spec_differences(
+            "metadata properties", _only(have, shared), _only(spec["metadata_properties"], shared)
+        )
+        if problems:
+            raise ArgillaError(
+                f"dataset {label} at {self.url} exists with other settings: {'; '.join(problems)}. "
+                "Use another dataset name (argilla.dataset) or delete that dataset"
+            )
+
+    def _metadata_properties(self, dataset_id: str) -> list[dict[str, Any]]:
+        return self.request("GET", f"me/datasets/{dataset_id}/metadata-properties")["items"]
+
+    def _add_metadata_properties(self, dataset_id: str, wanted: list[dict[str, Any]]) -> None:
+        have = _names(self._metadata_properties(dataset_id))
+        for item in wanted:
+            if item["name"] not in have:
+                self.request("POST", f"datasets/{dataset_id}/metadata-properties", json=item)
 
     def question_ids(self, dataset_id: str) -> dict[str, str]:
         """Return question name -> id."""
@@ -108,41 +204,110 @@ class ArgillaClient:
         return {q["name"]: q["id"] for q in items}
 
     def upsert_records(self, dataset_id: str, records: Sequence[dict[str, Any]]) -> UpsertReport:
-        """Upsert records (by id / external_id) in chunks; a rejected record never blocks the others."""
+        """Upsert records by ``external_id`` in chunks; a rejected record never blocks the others.
+
+        A chunk the server rejects (422) is split in halves until the bad records stand alone.
+        """
         ids = self.question_ids(dataset_id)
+        items = [(r["id"], _bulk_item(r, ids)) for r in records]
         errors: dict[str, str | None] = {}
-        for chunk in _chunks([_with_question_ids(r, ids) for r in records], CHUNK):
-            errors |= self._upsert_chunk(dataset_id, chunk)
+        for start in range(0, len(items), self._chunk_size):
+            errors |= self._upsert_chunk(dataset_id, items[start : start + self._chunk_size])
         return UpsertReport(errors)
 
-    def _upsert_chunk(self, dataset_id: str, chunk: list[dict[str, Any]]) -> dict[str, str | None]:
+    def _upsert_chunk(self, dataset_id: str, chunk: list[Keyed]) -> dict[str, str | None]:
+        body = {"items": [item for _, item in chunk]}
         try:
-            self.request("PUT", f"datasets/{dataset_id}/records/bulk", json={"items": chunk})
+            self.request("PUT", f"datasets/{dataset_id}/records/bulk", json=body)
         except ArgillaError as err:
             if err.status_code != 422:
                 raise
             if len(chunk) == 1:
-                return {chunk[0]["id"]: str(err)}
-            return {k: v for r in chunk for k, v in self._upsert_chunk(dataset_id, [r]).items()}
-        return {r["id"]: None for r in chunk}
+                return {chunk[0][0]: f"HTTP 422: {err.detail}"}
+            half = len(chunk) // 2
+            return self._upsert_chunk(dataset_id, chunk[:half]) | self._upsert_chunk(dataset_id, chunk[half:])
+        return {key: None for key, _ in chunk}
 
-    def records(self, dataset_id: str, *, limit: int = 1000) -> list[dict[str, Any]]:
-        """Return the dataset's records with responses and suggestions."""
-        params = [("include", "responses"), ("include", "suggestions"), ("limit", str(limit))]
-        return self.request("GET", f"datasets/{dataset_id}/records", params=params)["items"]
+    def search_records(self, dataset_id: str, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Yield every record matching all ``filters``, with all users' responses, page by page."""
+        body = {"filters": {"and": filters}}
+        offset = 0
+        while True:
+            params = [("include", "responses"), ("offset", str(offset)), ("limit", str(SEARCH_PAGE))]
+            page = self.request("POST", f"datasets/{dataset_id}/records/search", params=params, json=body)
+            yield from (item["record"] for item in page["items"])
+            offset += len(page["items"])
+            if not page["items"] or offset >= page["total"]:
+                return
+
+    def records_by_external_id(self, dataset_id: str, external_ids: Sequence[str]) -> dict[str, Record]:
+        """Return external id -> record (with responses) for those of ``external_ids`` in the dataset."""
+        found: dict[str, Record] = {}
+        for start in range(0, len(external_ids), TERMS_LIMIT):
+            terms = {"type": "terms", "scope": {"entity": "record", "property": "external_id"},
+                     "values": list(external_ids[start : start + TERMS_LIMIT])}  # fmt: skip
+            found |= {r["external_id"]: r for r in self.search_records(dataset_id, [terms])}
+        return found
+
+    def submitted_records(self, dataset_id: str) -> list[dict[str, Any]]:
+        """Return every record with at least one submitted response, with its responses."""
+        return list(self.search_records(dataset_id, [SUBMITTED]))
+
+    def last_activity(self, dataset_id: str) -> str:
+        """Return when a response in the dataset was last created, changed or deleted."""
+        return self.request("GET", f"datasets/{dataset_id}")["last_activity_at"]
+
+    def progress(self, dataset_id: str) -> dict[str, Any]:
+        """Return the dataset's progress: ``total``, ``completed``, ``pending`` records."""
+        return self.request("GET", f"datasets/{dataset_id}/progress")
 
 
-def _with_question_ids(record: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
-    suggestions = [
-        {k: v for k, v in s.items() if k != "question_name"} | {"question_id": ids[s["question_name"]]}
-        for s in record["suggestions"]
-    ]
-    return record | {"suggestions": suggestions}
+def spec_differences(kind: str, have: list[dict[str, Any]], want: list[dict[str, Any]]) -> list[str]:
+    """Return how the server's ``have`` items differ from the wanted ones (names, types, options)."""
+    have_by_name = {item["name"]: item for item in have}
+    want_by_name = {item["name"]: item for item in want}
+    problems = []
+    missing = sorted(want_by_name.keys() - have_by_name.keys())
+    unexpected = sorted(have_by_name.keys() - want_by_name.keys())
+    if missing or unexpected:
+        problems.append(f"{kind}: missing {missing}, unexpected {unexpected}")
+    for name in sorted(want_by_name.keys() & have_by_name.keys()):
+        wanted, found = _settings_key(want_by_name[name]), _settings_key(have_by_name[name])
+        if wanted != found:
+            problems.append(f"{kind} {name!r}: has {_describe(found)}, expected {_describe(wanted)}")
+    return problems
 
 
-def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _settings_key(item: dict[str, Any]) -> dict[str, Any]:
+    settings = item.get("settings") or {}
+    key = {"type": settings.get("type")}
+    if settings.get("options") is not None:
+        key["options"] = sorted((o["value"] for o in settings["options"]), key=str)
+    key |= {bound: settings[bound] for bound in ("min", "max") if settings.get(bound) is not None}
+    return key
+
+
+def _describe(key: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in key.items())
+
+
+def _names(items: list[dict[str, Any]]) -> set[str]:
+    return {item["name"] for item in items}
+
+
+def _only(items: list[dict[str, Any]], names: set[str]) -> list[dict[str, Any]]:
+    return [item for item in items if item["name"] in names]
+
+
+def _bulk_item(record: Record, question_ids: dict[str, str]) -> Record:
+    """Return the upsert body of one record: keyed by ``external_id``, suggestions by question id."""
+    suggestions = [_with_question_id(s, question_ids) for s in record["suggestions"]]
+    return {k: v for k, v in record.items() if k != "id"} | {"suggestions": suggestions}
+
+
+def _with_question_id(suggestion: Record, question_ids: dict[str, str]) -> Record:
+    rest = {k: v for k, v in suggestion.items() if k != "question_name"}
+    return rest | {"question_id": question_ids[suggestion["question_name"]]}
 
 
 def push_records(

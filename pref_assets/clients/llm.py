@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 
 from pref_assets.clients.cache import RequestCache, request_key
+from pref_assets.clients.limiter import CircuitOpenError, Limiter
 from pref_assets.clients.retry import RetryPolicy, parse_retry_after
 
 HTTP_ERROR = "http_error"
 CONNECTION_ERROR = "connection_error"
 TIMEOUT = "timeout"
 BAD_RESPONSE = "bad_response"
+CIRCUIT_OPEN = "circuit_open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class ChatClient:
         transport: httpx.AsyncBaseTransport | None = None,
         cache: RequestCache | None = None,
         endpoint_id: str | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
@@ -79,7 +82,7 @@ class ChatClient:
             transport=transport,
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
         )
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._limiter = limiter or Limiter(max_concurrency=max_concurrency)
         self._retry = retry or RetryPolicy()
         self._cache = cache
         self._endpoint_id = endpoint_id or base_url
@@ -115,14 +118,29 @@ class ChatClient:
 
     async def _send(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
-        attempt = 0
+        others = limited = 0
+        estimate = estimate_tokens(request)
         while True:
-            attempt += 1
-            async with self._slots:
-                outcome = await self._attempt(request)
-            if not outcome.retryable or attempt >= self._retry.max_attempts:
-                return outcome.result(time.perf_counter() - started, attempt)
-            await asyncio.sleep(self._retry.delay(attempt, outcome.retry_after))
+            try:
+                async with self._limiter.slot(estimate):
+                    outcome = await self._attempt(request)
+                    self._report(outcome, estimate)
+            except CircuitOpenError as err:
+                outcome = _Outcome.failed(CIRCUIT_OPEN, str(err), retryable=False)
+            limited += outcome.status == 429
+            others += outcome.status != 429
+            spent = others >= self._retry.max_attempts or limited >= self._retry.max_rate_limited
+            if not outcome.retryable or spent:
+                return outcome.result(time.perf_counter() - started, others + limited)
+            await asyncio.sleep(self._retry.delay(max(others, 1), outcome.retry_after))
+
+    def _report(self, outcome: _Outcome, estimate: int) -> None:
+        if outcome.error_kind is None:
+            self._limiter.record_success(sum(outcome.usage), estimate, outcome.headers)
+        elif outcome.status == 429:
+            self._limiter.record_rate_limited(outcome.retry_after, outcome.headers)
+        elif outcome.retryable:
+            self._limiter.record_failure(str(outcome.error))
 
     async def _attempt(self, request: ChatRequest) -> _Outcome:
         try:
@@ -132,13 +150,17 @@ class ChatClient:
         except httpx.TransportError as err:
             return _Outcome.failed(CONNECTION_ERROR, f"{type(err).__name__}: {err}", retryable=True)
         if response.status_code != 200:
-            return _Outcome.failed(
-                HTTP_ERROR,
-                f"HTTP {response.status_code}: {_error_message(response)}",
-                retryable=self._retry.should_retry(response.status_code),
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            return replace(
+                _Outcome.failed(
+                    HTTP_ERROR,
+                    f"HTTP {response.status_code}: {_error_message(response)}",
+                    retryable=self._retry.should_retry(response.status_code),
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                ),
+                status=response.status_code,
+                headers=_rate_headers(response),
             )
-        return _parse_completion(response)
+        return replace(_parse_completion(response), status=200, headers=_rate_headers(response))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +172,8 @@ class _Outcome:
     error: str | None = None
     retryable: bool = False
     retry_after: float | None = None
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def failed(
@@ -168,6 +192,17 @@ class _Outcome:
             error_kind=self.error_kind,
             error=self.error,
         )
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """Return a budget estimate for a request: about 4 characters a token in, plus max_tokens out."""
+    chars = sum(len(m.get("content") or "") for m in request.messages)
+    out = request.params.get("max_tokens") or request.params.get("max_completion_tokens") or 256
+    return chars // 4 + int(out)
+
+
+def _rate_headers(response: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k.startswith("x-ratelimit-")}
 
 
 def _cacheable(result: ChatResult) -> dict[str, Any]:

@@ -10,9 +10,13 @@ RETRY_STATUSES = frozenset({408, 409, 429})
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Retry 408/409/429/5xx and connection errors with capped exponential backoff and jitter."""
+    """Retry 408/409/429/5xx and connection errors with capped exponential backoff and jitter.
+
+    429 answers have their own, larger budget (``max_rate_limited``): they say "later", not "broken".
+    """
 
     max_attempts: int = 4
+    max_rate_limited: int = 30
     base_delay: float = 0.5
     max_delay: float = 8.0
     retry_after_cap: float = 60.0

@@ -3,27 +3,123 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
-from pref_assets.clients.llm import ChatClient, ChatRequest, ChatResult
+from pref_assets.clients.llm import CIRCUIT_OPEN, ChatClient, ChatRequest, ChatResult
 from pref_assets.core.calls import Call
 
 ClientFactory = Callable[[str], ChatClient]
+Log = Callable[[str], None]
+BUDGET_EXHAUSTED = "budget_exhausted"
 
 
-def run_calls(calls: Sequence[Call], client_for: ClientFactory) -> list[ChatResult]:
-    """Return one result per call, in order. Blocks; failures are results."""
+class EndpointParkedError(RuntimeError):
+    """An endpoint failed so often in a row that the remaining calls were not sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """USD per million input and output tokens, per (endpoint, model); unknown models cost nothing."""
+
+    per_million: Mapping[tuple[str, str], tuple[float, float]]
+
+    def cost(self, call: Call, result: ChatResult) -> float:
+        """Return what a call cost (cached answers cost nothing)."""
+        if result.cached:
+            return 0.0
+        price_in, price_out = self.per_million.get((call.endpoint, call.model), (0.0, 0.0))
+        return (result.prompt_tokens * price_in + result.completion_tokens * price_out) / 1e6
+
+
+@dataclass
+class Budget:
+    """Stops new requests once ``limit_usd`` is spent; None means no limit."""
+
+    prices: Prices
+    limit_usd: float | None = None
+    spent_usd: float = 0.0
+
+    def exhausted(self) -> bool:
+        """Return whether no new request may start."""
+        return self.limit_usd is not None and self.spent_usd >= self.limit_usd
+
+
+def run_calls(
+    calls: Sequence[Call],
+    client_for: ClientFactory,
+    *,
+    budget: Budget | None = None,
+    log: Log | None = None,
+    interval: float = 15.0,
+) -> list[ChatResult]:
+    """Return one result per call, in order. Blocks; failures are results.
+
+    Logs progress every ``interval`` seconds; raises EndpointParkedError if an endpoint's circuit opened.
+    """
     if not calls:
         return []
-    return asyncio.run(_run(calls, client_for))
+    results = asyncio.run(_run(calls, client_for, budget or Budget(Prices({})), log, interval))
+    _raise_if_parked(calls, results)
+    return results
 
 
-async def _run(calls: Sequence[Call], client_for: ClientFactory) -> list[ChatResult]:
+async def _run(
+    calls: Sequence[Call], client_for: ClientFactory, budget: Budget, log: Log | None, interval: float
+) -> list[ChatResult]:
     clients = {name: client_for(name) for name in dict.fromkeys(c.endpoint for c in calls)}
+    progress = _Progress(len(calls), log, interval)
     try:
-        return list(await asyncio.gather(*(clients[c.endpoint].complete(to_request(c)) for c in calls)))
+        jobs = [progress.track(_call(clients[c.endpoint], c, budget)) for c in calls]
+        reporter = asyncio.create_task(progress.report_every())
+        try:
+            return list(await asyncio.gather(*jobs))
+        finally:
+            reporter.cancel()
     finally:
         await asyncio.gather(*(client.aclose() for client in clients.values()))
+
+
+async def _call(client: ChatClient, call: Call, budget: Budget) -> ChatResult:
+    if budget.exhausted():
+        return ChatResult(None, None, 0, 0, 0.0, 0, BUDGET_EXHAUSTED, f"budget of {budget.limit_usd} USD spent")
+    result = await client.complete(to_request(call))
+    budget.spent_usd += budget.prices.cost(call, result)
+    return result
+
+
+class _Progress:
+    def __init__(self, total: int, log: Log | None, interval: float) -> None:
+        self.total, self.done, self.log, self.interval = total, 0, log, interval
+        self.started = time.monotonic()
+
+    async def track(self, job: Awaitable[ChatResult]) -> ChatResult:
+        result = await job
+        self.done += 1
+        return result
+
+    async def report_every(self) -> None:
+        while self.log is not None:
+            await asyncio.sleep(self.interval)
+            self.log(self.line())
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        return f"{self.done}/{self.total} calls done, {rate:.1f}/s, ETA {eta:.0f} s"
+
+
+def _raise_if_parked(calls: Sequence[Call], results: Sequence[ChatResult]) -> None:
+    parked = sorted({c.endpoint for c, r in zip(calls, results, strict=True) if r.error_kind == CIRCUIT_OPEN})
+    if not parked:
+        return
+    last = next(r.error for r in reversed(results) if r.error_kind == CIRCUIT_OPEN)
+    raise EndpointParkedError(
+        f"endpoint(s) {', '.join(parked)}: {last}; {sum(r.error_kind == CIRCUIT_OPEN for r in results)} calls "
+        "not sent. Completed answers are cached; rerun when the endpoint is back."
+    )
 
 
 def to_request(call: Call) -> ChatRequest:

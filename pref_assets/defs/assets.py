@@ -7,7 +7,9 @@ import dagster as dg
 import polars as pl
 
 from pref_assets.clients.argilla import ArgillaError, push_records
-from pref_assets.clients.runner import run_calls
+from pref_assets.clients.llm import ChatResult
+from pref_assets.clients.runner import Budget, EndpointParkedError, Prices, run_calls
+from pref_assets.core.calls import Call
 from pref_assets.core import status
 from pref_assets.core.batching import batch_bounds
 from pref_assets.core.generation import generation_row, plan_generations, upstream_failure_row
@@ -19,9 +21,9 @@ from pref_assets.core.rating import JudgeSpec, Outcome, judge_all, plan_tasks, r
 from pref_assets.core.records import build_record
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
-from pref_assets.defs.metadata import call_metadata, preview, report_metadata, status_metadata
+from pref_assets.defs.metadata import call_metadata, cost_usd, preview, report_metadata, status_metadata
 from pref_assets.defs.resources import ArgillaResource, LLMResource
-from pref_assets.settings import Settings
+from pref_assets.settings import JudgeSettings, Settings
 from pref_assets.sources import read_source
 
 GROUP = "preference"
@@ -48,14 +50,17 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
 
     @dg.asset(description="Each generator's answer to each prompt, with tokens, latency and errors.",
               code_version=CODE_VERSION, **common)  # fmt: skip
-    def generations_by_model(llm: LLMResource, prompts: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    def generations_by_model(
+        context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame
+    ) -> dg.Output[pl.DataFrame]:
         rows = prompts.to_dicts()
         plan = plan_generations(rows, generators)
-        results = run_calls([call for _, _, call in plan], llm.client)
+        results = _call_llm(context, llm, settings, [call for _, _, call in plan])
         out_rows = [generation_row(pid, name, r) for (pid, name, _), r in zip(plan, results, strict=True)]
         out_rows += [upstream_failure_row(p) for p in rows if p["status"] != status.OK]
         out = schemas.frame(out_rows, schemas.GENERATIONS)
-        return _result(out, ["prompt_id", "model", "generation", "status", "reason"], **call_metadata(out, "model"))
+        cost = cost_usd(out, {g.name: g for g in generators})
+        return _result(out, ["prompt_id", "model", "generation", "status", "reason"], **call_metadata(out, "model"), **cost)
 
     @dg.asset(description="One row per prompt: answers and model names in aligned lists, gaps visible.",
               code_version=CODE_VERSION, **common)  # fmt: skip
@@ -67,13 +72,14 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
 
     @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
               code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", **common)  # fmt: skip
-    def ratings(llm: LLMResource, grouped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    def ratings(context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
         rows = grouped.to_dicts()
-        outcomes = judge_all(plan_tasks(rows, judge), lambda calls: run_calls(calls, llm.client), judge.max_reasks)
+        run = lambda calls: _call_llm(context, llm, settings, calls)  # noqa: E731
+        outcomes = judge_all(plan_tasks(rows, judge), run, judge.max_reasks)
         rated = rating_rows(rows, outcomes, judge)
         out = schemas.frame(rated, schemas.RATINGS)
         cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
-        return _result(out, cols, **report_metadata(judge_report(rated)), **_judge_tokens(outcomes))
+        return _result(out, cols, **report_metadata(judge_report(rated)), **_judge_tokens(outcomes, settings.judge))
 
     @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
               code_version=CODE_VERSION, **common)  # fmt: skip
@@ -117,10 +123,25 @@ def _records(rows: list[dict], dataset: str, batch: str) -> list[dict]:
     return out
 
 
-def _judge_tokens(outcomes: list[Outcome]) -> dict[str, dg.MetadataValue]:
+def _call_llm(
+    context: dg.AssetExecutionContext, llm: LLMResource, settings: Settings, calls: list[Call]
+) -> list[ChatResult]:
+    budget = Budget(Prices(settings.prices()), settings.budget_usd_per_partition)
+    try:
+        return run_calls(calls, llm.client, budget=budget, log=context.log.info)
+    except EndpointParkedError as err:
+        raise dg.Failure(description=str(err)) from err
+
+
+def _judge_tokens(outcomes: list[Outcome], judge: JudgeSettings) -> dict[str, dg.MetadataValue]:
+    paid = [o for o in outcomes if not o.cached]
+    prompt, completion = sum(o.prompt_tokens for o in paid), sum(o.completion_tokens for o in paid)
+    cost = (prompt * judge.price_input_per_million + completion * judge.price_output_per_million) / 1e6
     return {
         "prompt_tokens": dg.MetadataValue.int(sum(o.prompt_tokens for o in outcomes)),
         "completion_tokens": dg.MetadataValue.int(sum(o.completion_tokens for o in outcomes)),
+        "cached_calls": dg.MetadataValue.int(len(outcomes) - len(paid)),
+        "cost_usd": dg.MetadataValue.float(round(cost, 6)),
     }
 
 

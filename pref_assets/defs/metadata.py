@@ -77,3 +77,20 @@ def _value(value: object) -> dg.MetadataValue:
     if isinstance(value, float):
         return dg.MetadataValue.float(value)
     return dg.MetadataValue.json(value)
+
+
+def cost_usd(frame: pl.DataFrame, models: dict[str, Any]) -> dict[str, Any]:
+    """Return the USD cost of the paid (not cached) calls in ``frame``, per model and in total.
+
+    ``models`` maps a model label to its settings (``price_input_per_million``, ``price_output_per_million``).
+    """
+    paid = frame.filter(pl.col("model").is_not_null() & ~pl.col("cached"))
+    per_model = {}
+    for name, settings in models.items():
+        rows = paid.filter(pl.col("model") == name)
+        tokens_in, tokens_out = int(rows["prompt_tokens"].sum()), int(rows["completion_tokens"].sum())
+        per_model[name] = round(
+            (tokens_in * settings.price_input_per_million + tokens_out * settings.price_output_per_million) / 1e6, 6
+        )
+    return {"cost_usd": dg.MetadataValue.float(round(sum(per_model.values()), 6)),
+            "cost_usd_by_model": dg.MetadataValue.json(per_model)}  # fmt: skip

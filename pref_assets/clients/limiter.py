@@ -1,0 +1,189 @@
+"""One limiter per endpoint, shared by every client of that endpoint in the process.
+
+It paces requests to a requests-per-minute and a tokens-per-minute budget (configured, or learned from
+``x-ratelimit-*`` headers), pauses everyone when a server says ``Retry-After``, adapts concurrency
+AIMD-style (halve on 429, grow by about one per window of successes), and opens a circuit breaker
+after sustained failure so that callers fail fast instead of spinning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+Clock = Callable[[], float]
+
+
+class CircuitOpenError(RuntimeError):
+    """The endpoint failed too often in a row; it is parked."""
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` units per second, holding at most ``capacity``; a None rate means no limit."""
+
+    rate: float | None
+    capacity: float
+    level: float = 0.0
+    stamp: float = 0.0
+
+    def wait_time(self, amount: float, now: float) -> float:
+        """Return how long to wait before ``amount`` can be taken (0 when it can be now)."""
+        if self.rate is None:
+            return 0.0
+        self._refill(now)
+        return 0.0 if self.level >= min(amount, self.capacity) else (min(amount, self.capacity) - self.level) / self.rate
+
+    def take(self, amount: float, now: float) -> None:
+        """Take ``amount`` (the level may go below zero when a request costs more than estimated)."""
+        if self.rate is not None:
+            self._refill(now)
+            self.level -= amount
+
+    def set_rate(self, per_minute: float, now: float) -> None:
+        """Change the budget to ``per_minute``; the burst allowance is one second's worth."""
+        self._refill(now)
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.level = min(self.level, self.capacity)
+
+    def _refill(self, now: float) -> None:
+        if self.rate is not None:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+
+def bucket(per_minute: float | None, now: float) -> TokenBucket:
+    """Return a full bucket for a per-minute budget (None: unlimited)."""
+    if per_minute is None:
+        return TokenBucket(None, 0.0, 0.0, now)
+    rate = per_minute / 60.0
+    return TokenBucket(rate, max(1.0, rate), max(1.0, rate), now)
+
+
+@dataclass
+class Limiter:
+    """The shared state of one endpoint; ``slot()`` waits for a turn and reports how the attempt went."""
+
+    max_concurrency: int
+    rpm: float | None = None
+    tpm: float | None = None
+    breaker_threshold: int = 25
+    breaker_cooldown: float = 30.0
+    clock: Clock = time.monotonic
+    window: float = field(init=False)
+    in_flight: int = field(default=0, init=False)
+    paused_until: float = field(default=0.0, init=False)
+    failures_in_row: int = field(default=0, init=False)
+    open_until: float = field(default=0.0, init=False)
+    last_cut: float = field(default=-1e9, init=False)
+    rate_limited: int = field(default=0, init=False)
+    last_error: str = field(default="", init=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
+    _cond: asyncio.Condition | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        now = self.clock()
+        self.window = float(self.max_concurrency)
+        self.requests = bucket(self.rpm, now)
+        self.tokens = bucket(self.tpm, now)
+
+    @asynccontextmanager
+    async def slot(self, estimated_tokens: int) -> AsyncIterator[None]:
+        """Wait until a request may go: window, pause, budgets and breaker allow it."""
+        await self._wait_turn(estimated_tokens)
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            await self._wake()
+
+    async def _wait_turn(self, estimated_tokens: int) -> None:
+        while True:
+            now = self.clock()
+            if now < self.open_until:
+                raise CircuitOpenError(
+                    f"endpoint parked after {self.failures_in_row} failed attempts in a row; last: {self.last_error}"
+                )
+            wait = max(
+                self.paused_until - now,
+                self.requests.wait_time(1, now),
+                self.tokens.wait_time(estimated_tokens, now),
+            )
+            if wait > 0:
+                await asyncio.sleep(min(wait, 1.0))
+            elif self.in_flight >= max(1, int(self.window)):
+                condition = self._condition()
+                async with condition:
+                    await condition.wait()
+            else:
+                self.requests.take(1, now)
+                self.tokens.take(estimated_tokens, now)
+                return
+
+    async def _wake(self) -> None:
+        condition = self._condition()
+        async with condition:
+            condition.notify(max(1, int(self.window) - self.in_flight))
+
+    def _condition(self) -> asyncio.Condition:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._cond = loop, asyncio.Condition()
+        return self._cond
+
+    def record_success(self, used_tokens: int, estimated_tokens: int, headers: Mapping[str, str]) -> None:
+        """Grow the window, close the breaker, settle the token estimate, learn header limits."""
+        self.failures_in_row = 0
+        self.window = min(float(self.max_concurrency), self.window + 1.0 / max(self.window, 1.0))
+        self.tokens.take(used_tokens - estimated_tokens, self.clock())
+        self._learn(headers)
+
+    def record_rate_limited(self, retry_after: float | None, headers: Mapping[str, str]) -> None:
+        """Halve the window (at most once a second) and pause everyone for ``Retry-After``."""
+        now = self.clock()
+        self.rate_limited += 1
+        if now - self.last_cut >= 1.0:
+            self.window = max(1.0, self.window / 2)
+            self.last_cut = now
+        if retry_after is not None:
+            self.paused_until = max(self.paused_until, now + retry_after)
+        self._learn(headers)
+
+    def record_failure(self, error: str) -> None:
+        """Count a failed attempt; open the breaker after ``breaker_threshold`` in a row."""
+        self.failures_in_row += 1
+        self.last_error = error
+        if self.failures_in_row >= self.breaker_threshold:
+            self.open_until = self.clock() + self.breaker_cooldown
+
+    def _learn(self, headers: Mapping[str, str]) -> None:
+        now = self.clock()
+        limit = _number(headers.get("x-ratelimit-limit-requests"))
+        if limit and self.rpm is None and (self.requests.rate is None or abs(self.requests.rate * 60 - limit) > 1e-6):
+            self.requests.set_rate(limit, now)
+        token_limit = _number(headers.get("x-ratelimit-limit-tokens"))
+        if token_limit and self.tpm is None and (self.tokens.rate is None or abs(self.tokens.rate * 60 - token_limit) > 1e-6):
+            self.tokens.set_rate(token_limit, now)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+_SHARED: dict[tuple[str, int, float | None, float | None], Limiter] = {}
+
+
+def shared_limiter(endpoint_id: str, *, max_concurrency: int, rpm: float | None, tpm: float | None) -> Limiter:
+    """Return the process-wide limiter of an endpoint (one per identity and settings)."""
+    key = (endpoint_id, max_concurrency, rpm, tpm)
+    if key not in _SHARED:
+        _SHARED[key] = Limiter(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
+    return _SHARED[key]

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from pref_assets.clients.limiter import CircuitOpenError, Limiter, TokenBucket, bucket, shared_limiter
+from pref_assets.clients.llm import ChatClient, ChatRequest
+from pref_assets.clients.retry import RetryPolicy
+from pref_assets.clients.runner import Budget, EndpointParkedError, Prices, run_calls
+from pref_assets.core.calls import Call
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_refills_at_its_rate_up_to_capacity() -> None:
+    b = bucket(120, now=0.0)  # 2 per second, burst 2
+    assert b.wait_time(1, 0.0) == 0
+    b.take(1, 0.0)
+    b.take(1, 0.0)
+    assert b.wait_time(1, 0.0) == pytest.approx(0.5)
+    assert b.wait_time(1, 0.5) == 0
+    b.take(1, 10.0)
+    assert b.level == pytest.approx(1.0)
+
+
+def test_unlimited_bucket_never_waits() -> None:
+    assert TokenBucket(None, 0.0).wait_time(10_000, 0.0) == 0
+
+
+def test_aimd_halves_on_429_at_most_once_a_second_and_grows_on_success() -> None:
+    clock = Clock()
+    limiter = Limiter(max_concurrency=64, clock=clock)
+    limiter.record_rate_limited(None, {})
+    limiter.record_rate_limited(None, {})
+    assert limiter.window == 32
+    clock.now += 1.5
+    limiter.record_rate_limited(2.0, {})
+    assert limiter.window == 16 and limiter.paused_until == clock.now + 2.0
+    for _ in range(16):
+        limiter.record_success(0, 0, {})
+    assert 16.9 < limiter.window < 17.1
+
+
+def test_window_never_exceeds_the_configured_concurrency() -> None:
+    limiter = Limiter(max_concurrency=4)
+    for _ in range(100):
+        limiter.record_success(0, 0, {})
+    assert limiter.window == 4
+
+
+def test_limits_are_learned_from_rate_limit_headers() -> None:
+    limiter = Limiter(max_concurrency=8)
+    limiter.record_success(10, 10, {"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "60000"})
+    assert limiter.requests.rate == pytest.approx(10.0)
+    assert limiter.tokens.rate == pytest.approx(1000.0)
+
+
+def test_configured_limits_win_over_headers() -> None:
+    limiter = Limiter(max_concurrency=8, rpm=60)
+    limiter.record_success(0, 0, {"x-ratelimit-limit-requests": "6000"})
+    assert limiter.requests.rate == pytest.approx(1.0)
+
+
+def test_breaker_opens_after_sustained_failure_and_success_resets_it() -> None:
+    clock = Clock()
+    limiter = Limiter(max_concurrency=2, breaker_threshold=3, breaker_cooldown=10, clock=clock)
+    limiter.record_failure("boom")
+    limiter.record_failure("boom")
+    limiter.record_success(0, 0, {})
+    limiter.record_failure("boom")
+    limiter.record_failure("boom")
+    assert limiter.open_until == 0
+    limiter.record_failure("boom")
+    with pytest.raises(CircuitOpenError):
+        asyncio.run(limiter._wait_turn(1))
+    clock.now += 11
+    asyncio.run(limiter._wait_turn(1))
+
+
+def test_shared_limiter_is_one_per_endpoint_and_settings() -> None:
+    a = shared_limiter("http://a", max_concurrency=4, rpm=None, tpm=None)
+    assert shared_limiter("http://a", max_concurrency=4, rpm=None, tpm=None) is a
+    assert shared_limiter("http://b", max_concurrency=4, rpm=None, tpm=None) is not a
+
+
+def test_requests_are_paced_to_the_rpm_budget() -> None:
+    limiter = Limiter(max_concurrency=50, rpm=600)  # 10 per second, burst 10
+
+    async def go() -> float:
+        started = time.monotonic()
+
+        async def one() -> None:
+            async with limiter.slot(1):
+                pass
+
+        await asyncio.gather(*(one() for _ in range(30)))
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(go())
+    assert 1.7 < elapsed < 3.5  # 10 at once, then 20 more at 10 per second
+
+
+def test_window_bounds_requests_in_flight() -> None:
+    limiter = Limiter(max_concurrency=3)
+    peak = 0
+
+    async def one() -> None:
+        nonlocal peak
+        async with limiter.slot(1):
+            peak = max(peak, limiter.in_flight)
+            await asyncio.sleep(0.01)
+
+    async def go() -> None:
+        await asyncio.gather(*(one() for _ in range(40)))
+
+    asyncio.run(go())
+    assert peak == 3 and limiter.in_flight == 0
+
+
+def test_dead_endpoint_parks_instead_of_spinning() -> None:
+    sent = 0
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        raise httpx.ConnectError("refused")
+
+    limiter = Limiter(max_concurrency=4, breaker_threshold=10, breaker_cooldown=60)
+    policy = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+
+    def client_for(name: str) -> ChatClient:
+        return ChatClient("http://down/v1", transport=httpx.MockTransport(refuse), retry=policy, limiter=limiter)
+
+    calls = [Call("e", "m", ({"role": "user", "content": str(i)},)) for i in range(50)]
+    with pytest.raises(EndpointParkedError, match=r"endpoint\(s\) e: endpoint parked after 10 failed attempts in a row; last: ConnectError.*rerun"):
+        run_calls(calls, client_for)
+    assert sent < 20
+
+
+def test_budget_stops_new_requests() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}],
+                                         "usage": {"prompt_tokens": 1000, "completion_tokens": 1000}})
+
+    limiter = Limiter(max_concurrency=1)
+
+    def client_for(name: str) -> ChatClient:
+        return ChatClient("http://x/v1", transport=httpx.MockTransport(answer), limiter=limiter)
+
+    budget = Budget(Prices({("e", "m"): (1.0, 1.0)}), limit_usd=0.005)  # 0.002 USD a call
+    results = run_calls([Call("e", "m", ({"role": "user", "content": str(i)},)) for i in range(10)], client_for,
+                        budget=budget)
+    assert [r.error_kind for r in results].count(None) == 3
+    assert all(r.error_kind == "budget_exhausted" for r in results[3:])
+    assert budget.spent_usd == pytest.approx(0.006)
+
+
+def test_progress_is_logged() -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return httpx.Response(200, json={"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]})
+
+    lines: list[str] = []
+    calls = [Call("e", "m", ({"role": "user", "content": str(i)},)) for i in range(8)]
+    run_calls(calls, lambda name: ChatClient("http://x/v1", transport=httpx.MockTransport(slow), max_concurrency=1),
+              log=lines.append, interval=0.1)
+    assert lines and all("/8 calls done" in line and "ETA" in line for line in lines)
+
+
+def test_429_with_retry_after_is_retried_past_max_attempts() -> None:
+    answers = iter([httpx.Response(429, headers={"retry-after": "0.01"})] * 6
+                   + [httpx.Response(200, json={"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]})])
+
+    async def go() -> None:
+        async with ChatClient("http://x/v1", transport=httpx.MockTransport(lambda r: next(answers)),
+                              retry=RetryPolicy(max_attempts=2)) as client:
+            result = await client.complete(ChatRequest("m", [{"role": "user", "content": "q"}]))
+            assert result.ok and result.attempts == 7
+
+    asyncio.run(go())
