@@ -1,0 +1,48 @@
+"""The blocking ledger checks stop a batch whose failure rate is too high, with a message to act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from pref_assets.definitions import JOB_NAME, build_definitions
+from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
+from pref_assets.testing.fake_openai import run_fake_openai
+
+
+def _settings(base_url: str, store: Path, max_failure_rate: float) -> Settings:
+    return Settings(
+        storage_dir=str(store), batch_size=12, source=SourceSettings(limit=12), max_failure_rate=max_failure_rate,
+        endpoints=[EndpointSettings(name="f", base_url=base_url, max_attempts=1, structured_output="json_schema")],
+        generators=[ModelSettings(name=n, endpoint="f", model=n) for n in ("a", "b")],
+        judge=JudgeSettings(name="j", endpoint="f", model="j"),
+        cache={"enabled": False},
+    )  # fmt: skip
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+
+
+def test_failing_endpoint_is_stopped_by_the_blocking_check(tmp_path: Path) -> None:
+    with run_fake_openai(fail_5xx=0.8, seed=1) as server:
+        job = build_definitions(_settings(server.base_url, tmp_path, 0.3)).resolve_job_def(JOB_NAME)
+        result = job.execute_in_process(partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral(),
+                                        raise_on_error=False)  # fmt: skip
+    assert not result.success
+    check = _checks(result)["generations_by_model"]
+    assert not check.passed
+    assert "of generations_by_model rows failed (limit 30%): http_error" in check.description
+    assert "re-materialize" in check.description
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "grouped" not in materialized and "dpo_pairs" not in materialized
+
+
+def test_healthy_batch_passes_every_ledger_check(tmp_path: Path) -> None:
+    with run_fake_openai(seed=1) as server:
+        job = build_definitions(_settings(server.base_url, tmp_path, 0.3)).resolve_job_def(JOB_NAME)
+        result = job.execute_in_process(partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral())
+    checks = _checks(result)
+    assert {"generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records", "prompts"} <= set(checks)
+    assert all(c.passed for c in checks.values())
