@@ -28,11 +28,16 @@ from pref_assets.sources import read_source
 
 GROUP = "preference"
 CODE_VERSION = "1"
+# Steps that call LLMs share one pool (its limit is in dagster.yaml) and retry a failed step with backoff;
+# completed calls come from the request cache, so a retry re-sends only what failed.
+LLM_POOL = "llm"
+LLM_RETRY = dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Return the six assets for ``settings``, all partitioned by ``partitions``."""
     common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io"}
+    calls_llm = {"pool": LLM_POOL, "retry_policy": LLM_RETRY}
     generators = settings.generators
     judge = _judge_spec(settings)
 
@@ -49,7 +54,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         return _result(out, ["prompt_id", "topic", "instruction", "status", "reason"], source=settings.source.kind)
 
     @dg.asset(description="Each generator's answer to each prompt, with tokens, latency and errors.",
-              code_version=CODE_VERSION, **common)  # fmt: skip
+              code_version=CODE_VERSION, **common, **calls_llm)  # fmt: skip
     def generations_by_model(
         context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame
     ) -> dg.Output[pl.DataFrame]:
@@ -71,7 +76,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         return _result(out, ["prompt_id", "generation_models", "generation_status", "status", "reason"])
 
     @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
-              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", **common)  # fmt: skip
+              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", **common, **calls_llm)  # fmt: skip
     def ratings(context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
         rows = grouped.to_dicts()
         run = lambda calls: _call_llm(context, llm, settings, calls)  # noqa: E731
