@@ -46,10 +46,12 @@ def test_pipeline_runs_on_configured_servers_with_faults(tmp_path: Path, monkeyp
         run_fake_openai(seed=4) as second,
     ):
         settings = load_settings(_config(tmp_path, first.base_url, second.base_url))
+        instance = dg.DagsterInstance.ephemeral()
         result = build_definitions(settings).resolve_job_def(JOB_NAME).execute_in_process(
-            partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral()
+            partition_key="batch-00000", instance=instance
         )
         assert result.success
+        _assert_secret_nowhere(instance, result.run_id)
         assert first.stats()["by_model"].keys() == {"org/model-a", "org/judge-70b"}
         assert second.stats()["by_model"].keys() == {"org/model-b"}
         assert first.stats()["by_status"].get("500", 0) + first.stats()["by_status"].get("503", 0) > 0
@@ -77,3 +79,11 @@ def test_missing_api_key_variable_is_a_clear_error(tmp_path: Path, monkeypatch: 
     job = build_definitions(settings).resolve_job_def(JOB_NAME)
     with pytest.raises(dg.DagsterError, match="FIRST_KEY"):
         job.execute_in_process(partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral())
+
+
+def _assert_secret_nowhere(instance: dg.DagsterInstance, run_id: str) -> None:
+    """The key is in no log line, no metadata, no stored run config."""
+    run = instance.get_run_by_id(run_id)
+    assert SECRET not in repr(run.run_config) and SECRET not in repr(run.tags)
+    for record in instance.all_logs(run_id):
+        assert SECRET not in repr(record), record.dagster_event_type
