@@ -15,6 +15,7 @@ from pref_assets.export import LAYOUTS, collect_pairs, to_layout, write_pairs
 from pref_assets.settings import load_settings
 
 ASSETS = ("prompts", "generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records")
+REVIEW_ASSETS = ("human_feedback", "preference_pairs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +74,7 @@ def summarize(partition: str) -> str:
     """Return a short report of one batch: counts per stage and where the pairs file is."""
     base = load_settings().storage_dir
     lines = [f"batch {partition}:"]
-    for name in ASSETS:
+    for name in (*ASSETS, *REVIEW_ASSETS):
         path = partition_path(base, name, partition)
         if not path.is_file():
             lines.append(f"  {name:<22} not materialized")

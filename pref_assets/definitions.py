@@ -5,12 +5,15 @@ from __future__ import annotations
 import dagster as dg
 
 from pref_assets.defs.assets import build_assets
+from pref_assets.defs.checks import build_checks
 from pref_assets.defs.io_manager import ParquetIOManager
 from pref_assets.defs.partitions import build_partitions
 from pref_assets.defs.resources import build_argilla_resource, build_llm_resource
+from pref_assets.defs.review import build_review_assets, build_review_sensor
 from pref_assets.settings import Settings, load_settings
 
 JOB_NAME = "preference_job"
+REVIEW_JOB_NAME = "review_job"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -18,11 +21,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = build_partitions(settings)
     assets = build_assets(settings, partitions)
     job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.assets(*assets))
+    review = build_review_assets(settings, partitions)
+    review_job = dg.define_asset_job(REVIEW_JOB_NAME, selection=dg.AssetSelection.assets(*review))
     return dg.Definitions(
-        assets=assets,
-        jobs=[job],
+        assets=[*assets, *review],
+        jobs=[job, review_job],
+        asset_checks=build_checks(partitions, settings.max_failure_rate),
+        sensors=[build_review_sensor(settings, REVIEW_JOB_NAME, partitions)],
         resources={
-            "llm": build_llm_resource(settings.endpoints),
+            "llm": build_llm_resource(settings.endpoints, settings.cache_path()),
             "argilla": build_argilla_resource(settings.argilla),
             "parquet_io": ParquetIOManager(base_dir=settings.storage_dir),
         },

@@ -34,6 +34,8 @@ class EndpointSettings(_Strict):
     max_concurrency: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0)
     max_attempts: int = Field(4, ge=1)
+    rpm: float | None = Field(None, gt=0, description="requests per minute; learned from x-ratelimit-* if unset")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute; learned from x-ratelimit-* if unset")
     structured_output: StructuredOutput = "json_object_schema"
 
 
@@ -44,6 +46,8 @@ class ModelSettings(_Strict):
     endpoint: str
     model: str
     params: dict[str, Any] = Field(default_factory=dict)
+    price_input_per_million: float = Field(0.0, ge=0, description="USD per million prompt tokens")
+    price_output_per_million: float = Field(0.0, ge=0, description="USD per million completion tokens")
 
 
 class JudgeSettings(ModelSettings):
@@ -74,6 +78,13 @@ class SourceSettings(_Strict):
     max_prompt_chars: int = Field(20_000, ge=1)
 
 
+class CacheSettings(_Strict):
+    """The request cache: completed responses are reused, so no request is paid for twice."""
+
+    enabled: bool = True
+    path: str | None = None
+
+
 class PairSettings(_Strict):
     """How chosen/rejected are picked: the highest score is chosen; the rejected answer is the lowest
     (``lowest``) or a random lower-scored one (``random_lower``, seeded by the prompt id), at least
@@ -84,12 +95,21 @@ class PairSettings(_Strict):
 
 
 class ArgillaSettings(_Strict):
-    """Argilla target; records are pushed only when ``url`` is set."""
+    """Argilla target; records are pushed, and human labels read back, only when ``url`` is set.
+
+    ``sensor_interval_s`` is how often the review sensor polls for new responses (it runs only when
+    ``url`` is set); ``timeout_s`` and ``max_attempts`` apply to every request. A private Hugging Face
+    Space also needs a Hugging Face token: ``hf_token_env`` names its environment variable.
+    """
 
     url: str | None = None
     api_key_env: str = "ARGILLA_API_KEY"
+    hf_token_env: str | None = None
     dataset: str = "pref-assets"
     workspace: str = "argilla"
+    timeout_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(4, ge=1)
+    sensor_interval_s: int = Field(60, ge=1)
 
 
 def _default_endpoints() -> list[EndpointSettings]:
@@ -125,6 +145,9 @@ class Settings(_Strict):
     generators: list[ModelSettings] = Field(default_factory=_default_generators)
     judge: JudgeSettings = Field(default_factory=_default_judge)
     pairs: PairSettings = Field(default_factory=PairSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    budget_usd_per_partition: float | None = Field(None, gt=0, description="stop new requests past this spend")
+    max_failure_rate: float = Field(0.5, ge=0, le=1, description="a stage failing more rows than this stops")
     argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)
 
     @model_validator(mode="after")
@@ -138,6 +161,19 @@ class Settings(_Strict):
             if model.endpoint not in names:
                 raise ValueError(f"model {model.name!r} names unknown endpoint {model.endpoint!r}; known: {names}")
         return self
+
+    def prices(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """Return USD per million (input, output) tokens per (endpoint, API model)."""
+        return {
+            (m.endpoint, m.model): (m.price_input_per_million, m.price_output_per_million)
+            for m in [*self.generators, self.judge]
+        }
+
+    def cache_path(self) -> str | None:
+        """Return the request cache file, or None when the cache is off."""
+        if not self.cache.enabled:
+            return None
+        return self.cache.path or str(Path(self.storage_dir) / "cache" / "requests.sqlite")
 
     def endpoint(self, name: str) -> EndpointSettings:
         """Return the endpoint called ``name``."""

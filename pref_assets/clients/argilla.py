@@ -21,7 +21,9 @@ from pref_assets.core.records import GUIDELINES, dataset_spec
 CHUNK = 200
 SEARCH_PAGE = 1000
 TERMS_LIMIT = 250
-SUBMITTED = {"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": ["submitted"]}
+DRAFT = "draft"
+RESPONSE_STATUS = {"entity": "response", "property": "status"}
+SUBMITTED_FILTER = {"type": "terms", "scope": RESPONSE_STATUS, "values": ["submitted"]}
 Spec = dict[str, list[dict[str, Any]]]
 Record = dict[str, Any]
 Keyed = tuple[str, Record]
@@ -48,6 +50,7 @@ class ArgillaClient:
 
     Connection errors, 429 and 5xx are retried by ``retry``; 409 (already exists) and other 4xx are not.
     ``key_name`` names where the key came from in error messages; the key itself never appears.
+    ``bearer`` is sent as ``Authorization: Bearer``: a Hugging Face token, for a private Space.
     """
 
     def __init__(
@@ -59,11 +62,13 @@ class ArgillaClient:
         retry: RetryPolicy | None = None,
         chunk_size: int = CHUNK,
         key_name: str = "the API key",
+        bearer: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        headers = {"X-Argilla-Api-Key": api_key} | ({"Authorization": f"Bearer {bearer}"} if bearer else {})
         self._http = httpx.Client(
             base_url=url.rstrip("/") + "/api/v1/",
-            headers={"X-Argilla-Api-Key": api_key},
+            headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
             transport=transport,
         )
@@ -87,22 +92,19 @@ class ArgillaClient:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request (retried when worth it); raise ArgillaError with the server's words on failure."""
         response = self._send(method, path, kwargs)
-        if response.status_code == 401:
-            raise ArgillaError(f"Argilla at {self.url} rejected {self._key_name} (HTTP 401)", 401)
-        if response.status_code == 403:
-            raise ArgillaError(
-                f"Argilla at {self.url} refused {method} /api/v1/{path} for the user of {self._key_name} "
-                "(HTTP 403): use an owner or admin key",
-                403,
-            )
         if response.status_code >= 400:
-            detail = response.text[:500]
-            raise ArgillaError(
-                f"Argilla at {self.url}: {method} /api/v1/{path}: HTTP {response.status_code}: {detail}",
-                response.status_code,
-                detail,
-            )
+            raise self._error(f"{method} /api/v1/{path}", response)
         return response.json() if response.content else None
+
+    def _error(self, call: str, response: httpx.Response) -> ArgillaError:
+        code = response.status_code
+        if code == 401:
+            return ArgillaError(f"Argilla at {self.url} rejected {self._key_name} (HTTP 401)", code)
+        if code == 403:
+            refused = f"Argilla at {self.url} refused {call} for the user of {self._key_name} (HTTP 403)"
+            return ArgillaError(f"{refused}: use an owner or admin key", code)
+        detail = response.text[:500]
+        return ArgillaError(f"Argilla at {self.url}: {call}: HTTP {code}: {detail}", code, detail)
 
     def _send(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
         attempt = 1
@@ -153,36 +155,40 @@ class ArgillaClient:
         """Return the id of a published dataset with ``spec``: create it, or check the existing one.
 
         An existing dataset must have the same fields and questions (and question settings); metadata
-        properties it lacks are added.
+        properties it lacks are added. A draft (left by a run interrupted while creating it) is completed
+        and published, as long as what it already has matches ``spec``.
         """
         workspace_id = self.workspace_id(workspace)
+        label = f"{workspace}/{name}"
         found = self.find_dataset(name, workspace_id)
         if found is None:
-            return self._create_dataset(name, workspace_id, spec)
-        self._check_compatible(found["id"], f"{workspace}/{name}", spec)
+            body = {"name": name, "workspace_id": workspace_id, "guidelines": GUIDELINES}
+            found = self.request("POST", "datasets", json=body | {"allow_extra_metadata": True})
+        if found["status"] == DRAFT:
+            self._check_compatible(found["id"], label, spec, partial=True)
+            self._complete_draft(found["id"], spec)
+        self._check_compatible(found["id"], label, spec, partial=False)
         self._add_metadata_properties(found["id"], spec["metadata_properties"])
         return found["id"]
 
-    def _create_dataset(self, name: str, workspace_id: str, spec: Spec) -> str:
-        body = {"name": name, "workspace_id": workspace_id, "guidelines": GUIDELINES}
-        body |= {"allow_extra_metadata": True}
-        dataset_id = self.request("POST", "datasets", json=body)["id"]
-        for kind in ("fields", "questions", "metadata_properties"):
+    def _complete_draft(self, dataset_id: str, spec: Spec) -> None:
+        for kind in ("fields", "questions"):
+            have = _names(self.request("GET", f"datasets/{dataset_id}/{kind}")["items"])
             for item in spec[kind]:
-                self.request("POST", f"datasets/{dataset_id}/{kind.replace('_', '-')}", json=item)
+                if item["name"] not in have:
+                    self.request("POST", f"datasets/{dataset_id}/{kind}", json=item)
         self.request("PUT", f"datasets/{dataset_id}/publish")
-        return dataset_id
 
-    def _check_compatible(self, dataset_id: str, label: str, spec: Spec) -> None:
+    def _check_compatible(self, dataset_id: str, label: str, spec: Spec, *, partial: bool) -> None:
+        """Raise unless the dataset's fields and questions match ``spec``; ``partial`` allows missing ones."""
         problems = []
         for kind in ("fields", "questions"):
             have = self.request("GET", f"datasets/{dataset_id}/{kind}")["items"]
-            problems += spec_differences(kind, have, spec[kind])
+            problems += spec_differences(kind, have, spec[kind], partial=partial)
         have = self._metadata_properties(dataset_id)
         shared = _names(have) & _names(spec["metadata_properties"])
-        problems += spec_differences(
-            "metadata properties", _only(have, shared), _only(spec["metadata_properties"], shared)
-        )
+        wanted = _only(spec["metadata_properties"], shared)
+        problems += spec_differences("metadata properties", _only(have, shared), wanted, partial=False)
         if problems:
             raise ArgillaError(
                 f"dataset {label} at {self.url} exists with other settings: {'; '.join(problems)}. "
@@ -251,7 +257,7 @@ class ArgillaClient:
 
     def submitted_records(self, dataset_id: str) -> list[dict[str, Any]]:
         """Return every record with at least one submitted response, with its responses."""
-        return list(self.search_records(dataset_id, [SUBMITTED]))
+        return list(self.search_records(dataset_id, [SUBMITTED_FILTER]))
 
     def last_activity(self, dataset_id: str) -> str:
         """Return when a response in the dataset was last created, changed or deleted."""
@@ -262,12 +268,17 @@ class ArgillaClient:
         return self.request("GET", f"datasets/{dataset_id}/progress")
 
 
-def spec_differences(kind: str, have: list[dict[str, Any]], want: list[dict[str, Any]]) -> list[str]:
-    """Return how the server's ``have`` items differ from the wanted ones (names, types, options)."""
+def spec_differences(
+    kind: str, have: list[dict[str, Any]], want: list[dict[str, Any]], *, partial: bool = False
+) -> list[str]:
+    """Return how the server's ``have`` items differ from the wanted ones (names, types, options).
+
+    ``partial``: items not created yet are no difference (a draft dataset being completed).
+    """
     have_by_name = {item["name"]: item for item in have}
     want_by_name = {item["name"]: item for item in want}
     problems = []
-    missing = sorted(want_by_name.keys() - have_by_name.keys())
+    missing = [] if partial else sorted(want_by_name.keys() - have_by_name.keys())
     unexpected = sorted(have_by_name.keys() - want_by_name.keys())
     if missing or unexpected:
         problems.append(f"{kind}: missing {missing}, unexpected {unexpected}")
@@ -282,9 +293,14 @@ def _settings_key(item: dict[str, Any]) -> dict[str, Any]:
     settings = item.get("settings") or {}
     key = {"type": settings.get("type")}
     if settings.get("options") is not None:
-        key["options"] = sorted((o["value"] for o in settings["options"]), key=str)
+        key["options"] = sorted((o["value"] for o in settings["options"]), key=_option_order)
     key |= {bound: settings[bound] for bound in ("min", "max") if settings.get(bound) is not None}
     return key
+
+
+def _option_order(value: Any) -> tuple[bool, Any]:
+    """Numbers in numeric order, then strings."""
+    return isinstance(value, str), value
 
 
 def _describe(key: dict[str, Any]) -> str:

@@ -6,6 +6,8 @@ from typing import Any
 
 from pref_assets.core.ids import record_uuid
 
+MARGIN = "judge_margin"
+
 
 def field_name(slot: int) -> str:
     """Return the field holding the answer in 0-based model ``slot``."""
@@ -29,6 +31,7 @@ def build_record(row: dict[str, Any], *, dataset: str, batch: str) -> dict[str, 
     ]
     metadata = {"topic": row.get("topic") or "unknown", "batch": batch, "models": ",".join(models)}
     metadata |= {f"judge_{rating_question(i)}": s for i, s in enumerate(scores) if s is not None}
+    metadata |= _margin(scores)
     suggestions += _ranking_suggestion(scores, row["judge_model"])
     return {
         "id": record_uuid(dataset, row["prompt_id"]),
@@ -37,6 +40,11 @@ def build_record(row: dict[str, Any], *, dataset: str, batch: str) -> dict[str, 
         "suggestions": suggestions,
         "metadata": metadata,
     }
+
+
+def _margin(scores: list[float | None]) -> dict[str, float]:
+    rated = [s for s in scores if s is not None]
+    return {MARGIN: max(rated) - min(rated)} if len(rated) >= 2 else {}
 
 
 def _ranking_suggestion(scores: list[float | None], agent: str) -> list[dict[str, Any]]:
@@ -68,6 +76,8 @@ def dataset_spec(n_answers: int) -> dict[str, list[dict[str, Any]]]:
     metadata = [_terms(n) for n in ("topic", "batch", "models")]
     metadata += [{"name": f"judge_{rating_question(i)}", "title": f"Judge rating, answer {i + 1}",
                   "settings": {"type": "float", "min": 1.0, "max": 5.0}} for i in range(n_answers)]  # fmt: skip
+    metadata.append({"name": MARGIN, "title": "Judge margin (best - worst)",
+                     "settings": {"type": "float", "min": 0.0, "max": 4.0}})  # fmt: skip
     return {"fields": fields, "questions": questions, "metadata_properties": metadata}
 
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from pref_assets.core.ledger import check_ledger
 
-STAGES = ("generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records")
+STAGES = ("generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records", "preference_pairs")
 
 
 def build_checks(partitions: dg.PartitionsDefinition, max_failure_rate: float) -> list[dg.AssetChecksDefinition]:

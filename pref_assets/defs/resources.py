@@ -8,7 +8,9 @@ from pydantic import PrivateAttr
 
 from pref_assets.clients.argilla import ArgillaClient, ArgillaError
 from pref_assets.clients.llm import ChatClient
-from pref_assets.clients.local_server import LocalModelServer, default_threads
+from pref_assets.clients.cache import RequestCache
+from pref_assets.clients.limiter import shared_limiter
+from pref_assets.clients.local_server import EMBEDDED_MODEL_FILE, LocalModelServer, default_threads
 from pref_assets.clients.retry import RetryPolicy
 from pref_assets.settings import EMBEDDED, ArgillaSettings, EndpointSettings
 
@@ -22,6 +24,8 @@ class EndpointConfig(dg.Config):
     max_concurrency: int = 8
     timeout_s: float = 120.0
     max_attempts: int = 4
+    rpm: float | None = None
+    tpm: float | None = None
     structured_output: str = "json_object_schema"
 
 
@@ -30,6 +34,7 @@ class LLMResource(dg.ConfigurableResource):
 
     endpoints: list[EndpointConfig]
     embedded_threads: int = default_threads()
+    cache_path: str | None = None
     _server: LocalModelServer | None = PrivateAttr(default=None)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -53,6 +58,11 @@ class LLMResource(dg.ConfigurableResource):
             max_concurrency=endpoint.max_concurrency,
             timeout=httpx.Timeout(endpoint.timeout_s, connect=min(10.0, endpoint.timeout_s)),
             retry=RetryPolicy(max_attempts=endpoint.max_attempts),
+            cache=RequestCache(self.cache_path) if self.cache_path else None,
+            endpoint_id=_endpoint_identity(endpoint),
+            limiter=shared_limiter(
+                _endpoint_identity(endpoint), max_concurrency=endpoint.max_concurrency, rpm=endpoint.rpm, tpm=endpoint.tpm
+            ),
         )
 
     def _base_url(self, endpoint: EndpointConfig) -> str:
@@ -63,9 +73,16 @@ class LLMResource(dg.ConfigurableResource):
         return self._server.start()
 
 
-def build_llm_resource(endpoints: list[EndpointSettings]) -> LLMResource:
+def _endpoint_identity(endpoint: EndpointConfig) -> str:
+    """Return what identifies an endpoint in cache keys: its URL, or the embedded model file."""
+    if endpoint.base_url == EMBEDDED:
+        return f"{EMBEDDED}:{EMBEDDED_MODEL_FILE}"
+    return endpoint.base_url.rstrip("/")
+
+
+def build_llm_resource(endpoints: list[EndpointSettings], cache_path: str | None) -> LLMResource:
     """Return the LLM resource for the configured endpoints; keys are read through ``dg.EnvVar``."""
-    return LLMResource(endpoints=[_endpoint_config(e) for e in endpoints])
+    return LLMResource(endpoints=[_endpoint_config(e) for e in endpoints], cache_path=cache_path)
 
 
 def _endpoint_config(e: EndpointSettings) -> EndpointConfig:
@@ -76,29 +93,57 @@ def _endpoint_config(e: EndpointSettings) -> EndpointConfig:
         max_concurrency=e.max_concurrency,
         timeout_s=e.timeout_s,
         max_attempts=e.max_attempts,
+        rpm=e.rpm,
+        tpm=e.tpm,
         structured_output=e.structured_output,
     )
 
 
 class ArgillaResource(dg.ConfigurableResource):
-    """Where records go for human review; nothing is pushed unless ``url`` is set."""
+    """Where records go for human review; nothing is pushed unless ``url`` is set.
+
+    ``api_key_env`` only names the key's variable in error messages; ``api_key`` holds the key.
+    ``hf_token`` is sent as a bearer token, for an Argilla in a private Hugging Face Space.
+    """
 
     url: str | None = None
     api_key: str | None = None
+    hf_token: str | None = None
     dataset: str = "pref-assets"
     workspace: str = "argilla"
+    api_key_env: str = "ARGILLA_API_KEY"
+    timeout_s: float = 30.0
+    max_attempts: int = 4
 
     def client(self) -> ArgillaClient:
         """Return a client for the configured server."""
         if not self.url:
             raise ArgillaError("no Argilla URL configured (argilla.url in the configuration)")
         if not self.api_key:
-            raise ArgillaError("no Argilla API key: set the environment variable named by argilla.api_key_env")
-        return ArgillaClient(self.url, self.api_key)
+            raise ArgillaError(f"no Argilla API key: set the environment variable {self.api_key_env}")
+        return ArgillaClient(
+            self.url,
+            self.api_key,
+            timeout=self.timeout_s,
+            retry=RetryPolicy(max_attempts=self.max_attempts),
+            key_name=f"the API key in ${self.api_key_env}",
+            bearer=self.hf_token or None,
+        )
+
+    def target(self) -> str:
+        """Return where records go, for messages: ``<url> dataset <workspace>/<dataset>``."""
+        return f"{self.url} dataset {self.workspace}/{self.dataset}"
 
 
 def build_argilla_resource(s: ArgillaSettings) -> ArgillaResource:
     """Return the Argilla resource; its key is read through ``dg.EnvVar``."""
     return ArgillaResource(
-        url=s.url, api_key=dg.EnvVar(s.api_key_env) if s.url else None, dataset=s.dataset, workspace=s.workspace
+        url=s.url,
+        api_key=dg.EnvVar(s.api_key_env) if s.url else None,
+        hf_token=dg.EnvVar(s.hf_token_env) if s.url and s.hf_token_env else None,
+        dataset=s.dataset,
+        workspace=s.workspace,
+        api_key_env=s.api_key_env,
+        timeout_s=s.timeout_s,
+        max_attempts=s.max_attempts,
     )

@@ -20,7 +20,7 @@ def test_record_has_stable_ids_fields_and_suggestions() -> None:
     assert ratings == {"rating_1": 4, "rating_3": 2}
     assert all(s["agent"] == "org/judge-70b" and s["type"] == "model" for s in record["suggestions"])
     assert record["metadata"] == {"topic": "math", "batch": "batch-00000", "models": "m1,m2,m3",
-                                  "judge_rating_1": 4.0, "judge_rating_3": 1.5}
+                                  "judge_rating_1": 4.0, "judge_rating_3": 1.5, "judge_margin": 2.5}
 
 
 def test_ranking_suggestion_orders_rated_answers_and_shares_ranks_on_ties() -> None:

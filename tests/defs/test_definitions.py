@@ -24,6 +24,8 @@ def test_asset_graph_snapshot() -> None:
         "ratings": ["grouped"],
         "dpo_pairs": ["ratings"],
         "argilla_records": ["ratings"],
+        "human_feedback": ["argilla_records"],
+        "preference_pairs": ["human_feedback", "ratings"],
     }
 
 

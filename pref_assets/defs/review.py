@@ -1,0 +1,138 @@
+"""The human review loop: labels read back from Argilla, the final pairs, and the sensor that reruns them.
+
+``human_feedback`` reads the submitted responses to a batch's records; ``preference_pairs`` builds one pair
+per prompt from the human labels where people answered and from the judge otherwise. The
+``argilla_responses`` sensor asks for both when a batch's responses change.
+"""
+
+from collections import Counter
+
+import dagster as dg
+import polars as pl
+
+from pref_assets.clients.argilla import ArgillaClient, ArgillaError
+from pref_assets.core import feedback, status
+from pref_assets.defs import schemas
+from pref_assets.defs.metadata import preview, status_metadata
+from pref_assets.defs.resources import ArgillaResource
+from pref_assets.settings import Settings
+
+GROUP = "review"
+CODE_VERSION = "1"
+SENSOR_NAME = "argilla_responses"
+
+_LABELS = {
+    "prompt_id": schemas.TEXT, "record_id": schemas.TEXT, "argilla_record_id": schemas.TEXT,
+    "human_ratings": pl.List(pl.Float64), "rating_counts": pl.List(pl.Int64),
+    "human_ranking": pl.List(pl.Float64), "ranking_count": pl.Int64, "submitted": pl.Int64,
+    "comments": pl.List(schemas.TEXT),
+}  # fmt: skip
+
+HUMAN_FEEDBACK = pl.Schema(_LABELS | schemas.STATUS)
+
+PREFERENCE_PAIRS = pl.Schema(dict(schemas.DPO_PAIRS) | {"pair_source": schemas.TEXT})
+
+
+def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """Return ``human_feedback`` and ``preference_pairs``, partitioned like the pipeline."""
+    common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io"}
+    n_answers = len(settings.generators)
+    policy = settings.pairs
+
+    @dg.asset(description="Human labels from Argilla per prompt: mean rating and rank per answer, counts.",
+              code_version=CODE_VERSION, **common)  # fmt: skip
+    def human_feedback(argilla: ArgillaResource, argilla_records: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+        rows = argilla_records.to_dicts()
+        if argilla.url:
+            out_rows, source = _read_feedback(argilla, rows, n_answers)
+        else:
+            out_rows = [feedback.unconfigured_row(r) for r in rows]
+            source = "no Argilla URL configured: no human labels; preference_pairs uses the judge"
+        out = schemas.frame(out_rows, HUMAN_FEEDBACK)
+        cols = ["prompt_id", "human_ratings", "human_ranking", "submitted", "status", "reason"]
+        return _output(out, cols, argilla=dg.MetadataValue.text(source))
+
+    @dg.asset(description="The final pairs: decided by human labels where present, by the judge otherwise.",
+              code_version=CODE_VERSION, **common)  # fmt: skip
+    def preference_pairs(ratings: pl.DataFrame, human_feedback: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+        labels = {row["prompt_id"]: row for row in human_feedback.to_dicts()}
+        rows = [
+            feedback.preference_row(r, labels.get(r["prompt_id"]), min_margin=policy.min_margin,
+                                    rejected=policy.rejected)
+            for r in ratings.to_dicts()
+        ]  # fmt: skip
+        out = schemas.frame(rows, PREFERENCE_PAIRS)
+        sources = Counter(r["pair_source"] for r in rows if r["status"] == status.OK)
+        cols = ["prompt_id", "pair_source", "chosen_model", "rejected_model", "margin", "status", "reason"]
+        return _output(out, cols, pairs_by_source=dg.MetadataValue.json(dict(sources)))
+
+    return [human_feedback, preference_pairs]
+
+
+def _read_feedback(argilla: ArgillaResource, rows: list[dict], n_answers: int) -> tuple[list[dict], str]:
+    ids = [r["prompt_id"] for r in rows if r["status"] == status.OK]
+    try:
+        with argilla.client() as client:
+            found, progress = _fetch(client, argilla, ids)
+    except ArgillaError as err:
+        raise dg.Failure(description=f"Argilla: {err}") from err
+    out = [feedback.feedback_row(r, found.get(r["prompt_id"]), n_answers) for r in rows]
+    done = f"{progress['completed']} of {progress['total']} records completed"
+    return out, f"read {len(found)} of {len(ids)} records from {argilla.target()} ({done})"
+
+
+def _fetch(client: ArgillaClient, argilla: ArgillaResource, ids: list[str]) -> tuple[dict[str, dict], dict]:
+    dataset_id = client.locate_dataset(argilla.dataset, argilla.workspace)
+    if dataset_id is None:
+        hint = "materialize argilla_records for this batch first"
+        raise dg.Failure(description=f"Argilla: no dataset {argilla.target()}; {hint}")
+    return client.records_by_external_id(dataset_id, ids), client.progress(dataset_id)
+
+
+def _output(out: pl.DataFrame, columns: list[str], **extra: dg.MetadataValue) -> dg.Output[pl.DataFrame]:
+    return dg.Output(out, metadata=status_metadata(out) | preview(out, columns) | extra)
+
+
+def build_review_sensor(
+    settings: Settings, job_name: str, partitions: dg.PartitionsDefinition
+) -> dg.SensorDefinition:
+    """Return the sensor that runs job ``job_name`` for each batch whose submitted responses changed.
+
+    It runs by default only when an Argilla URL is configured (otherwise it is defined but STOPPED).
+    Each tick reads the dataset's last response activity; when that moved, it reads the records with
+    submitted responses and compares a fingerprint per batch (record metadata ``batch``) with the cursor,
+    so new, edited and withdrawn responses all trigger a run of their batch.
+    """
+    known = set(partitions.get_partition_keys())
+    running = dg.DefaultSensorStatus.RUNNING if settings.argilla.url else dg.DefaultSensorStatus.STOPPED
+    about = "Runs human_feedback and preference_pairs for the batches whose Argilla responses changed."
+
+    interval = settings.argilla.sensor_interval_s
+
+    @dg.sensor(name=SENSOR_NAME, job_name=job_name, minimum_interval_seconds=interval, default_status=running,
+               description=about)  # fmt: skip
+    def argilla_responses(
+        context: dg.SensorEvaluationContext, argilla: ArgillaResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        if not argilla.url:
+            return dg.SkipReason("no Argilla URL configured (argilla.url)")
+        cursor = feedback.ReviewCursor.decode(context.cursor)
+        with argilla.client() as client:
+            dataset_id = client.locate_dataset(argilla.dataset, argilla.workspace)
+            if dataset_id is None:
+                return dg.SkipReason(f"no dataset {argilla.target()} yet")
+            activity = client.last_activity(dataset_id)
+            if activity == cursor.activity:
+                return dg.SkipReason(f"no response created, changed or deleted since {activity}")
+            fingerprints = feedback.batch_fingerprints(client.submitted_records(dataset_id))
+        changed = feedback.changed_batches(cursor.batches, fingerprints)
+        for batch in sorted(set(changed) - known):
+            context.log.warning(f"responses for batch {batch!r}, which is not a partition here; ignored")
+        requests = [dg.RunRequest(partition_key=b, run_key=f"{b}@{activity}") for b in changed if b in known]
+        return dg.SensorResult(
+            run_requests=requests,
+            cursor=feedback.ReviewCursor(activity, fingerprints).encode(),
+            skip_reason=None if requests else "responses changed, but no submitted response of a batch here",
+        )
+
+    return argilla_responses
