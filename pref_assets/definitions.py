@@ -8,6 +8,7 @@ from pref_assets.defs.assets import build_assets
 from pref_assets.defs.checks import build_checks
 from pref_assets.defs.io_manager import ParquetIOManager
 from pref_assets.defs.partitions import build_partitions
+from pref_assets.defs.publish import build_hub_resource, build_publish_asset
 from pref_assets.defs.resources import build_argilla_resource, build_llm_resource
 from pref_assets.defs.review import build_review_assets, build_review_sensor
 from pref_assets.settings import Settings, load_settings
@@ -24,7 +25,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     review = build_review_assets(settings, partitions)
     review_job = dg.define_asset_job(REVIEW_JOB_NAME, selection=dg.AssetSelection.assets(*review))
     return dg.Definitions(
-        assets=[*assets, *review],
+        assets=[*assets, *review, build_publish_asset(settings, partitions)],
         jobs=[job, review_job],
         asset_checks=build_checks(partitions, settings.max_failure_rate),
         sensors=[build_review_sensor(settings, REVIEW_JOB_NAME, partitions)],
@@ -32,6 +33,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "llm": build_llm_resource(settings.endpoints, settings.cache_path()),
             "argilla": build_argilla_resource(settings.argilla),
             "parquet_io": ParquetIOManager(base_dir=settings.storage_dir),
+            "hub": build_hub_resource(settings),
         },
         executor=dg.in_process_executor,
     )

@@ -22,7 +22,9 @@ def collect_pairs(storage_dir: str | Path, asset: str = "dpo_pairs") -> pl.DataF
     if not files:
         return pl.DataFrame()
     frames = [pl.read_parquet(f).filter(pl.col("status") == "ok").with_columns(batch=pl.lit(f.stem)) for f in files]
-    return pl.concat(frames, how="diagonal_relaxed").select([*PAIR_COLUMNS, "batch"])
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    extra = [c for c in ("pair_source",) if c in frame.columns]
+    return frame.select([*PAIR_COLUMNS, *extra, "batch"])
 
 
 LAYOUTS = ("dpo", "trl-conversational", "trl-standard")

@@ -112,6 +112,17 @@ class ArgillaSettings(_Strict):
     sensor_interval_s: int = Field(60, ge=1)
 
 
+class PublishSettings(_Strict):
+    """Where the final preference set goes: always a local copy with a dataset card; the Hub when
+    ``repo_id`` is set and the token variable holds a token."""
+
+    repo_id: str | None = None
+    private: bool = True
+    token_env: str = "HF_TOKEN"
+    layout: Literal["dpo", "trl-conversational", "trl-standard"] = "trl-conversational"
+    asset: Literal["dpo_pairs", "preference_pairs"] = "preference_pairs"
+
+
 def _default_endpoints() -> list[EndpointSettings]:
     return [EndpointSettings(name=EMBEDDED, base_url=EMBEDDED, max_concurrency=2)]
 
@@ -146,6 +157,7 @@ class Settings(_Strict):
     judge: JudgeSettings = Field(default_factory=_default_judge)
     pairs: PairSettings = Field(default_factory=PairSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     budget_usd_per_partition: float | None = Field(None, gt=0, description="stop new requests past this spend")
     max_failure_rate: float = Field(0.5, ge=0, le=1, description="a stage failing more rows than this stops")
     argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)

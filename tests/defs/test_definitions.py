@@ -26,6 +26,7 @@ def test_asset_graph_snapshot() -> None:
         "argilla_records": ["ratings"],
         "human_feedback": ["argilla_records"],
         "preference_pairs": ["human_feedback", "ratings"],
+        "preference_dataset": ["preference_pairs"],
     }
 
 
