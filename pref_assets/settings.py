@@ -112,6 +112,13 @@ class ArgillaSettings(_Strict):
     sensor_interval_s: int = Field(60, ge=1)
 
 
+class ScheduleSettings(_Strict):
+    """The ``next_batches`` schedule (stopped until turned on): how often, and how many batches a tick."""
+
+    cron: str = "0 * * * *"
+    batches_per_tick: int = Field(2, ge=1)
+
+
 class PublishSettings(_Strict):
     """Where the final preference set goes: always a local copy with a dataset card; the Hub when
     ``repo_id`` is set and the token variable holds a token."""
@@ -158,6 +165,7 @@ class Settings(_Strict):
     pairs: PairSettings = Field(default_factory=PairSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     budget_usd_per_partition: float | None = Field(None, gt=0, description="stop new requests past this spend")
     max_failure_rate: float = Field(0.5, ge=0, le=1, description="a stage failing more rows than this stops")
     argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)

@@ -108,7 +108,7 @@ class _Progress:
         elapsed = time.monotonic() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        return f"{self.done}/{self.total} calls done, {rate:.1f}/s, ETA {eta:.0f} s"
+        return f"{self.done}/{self.total} calls done, {rate:.2f}/s, ETA {eta:.0f} s"
 
 
 def _raise_if_parked(calls: Sequence[Call], results: Sequence[ChatResult]) -> None:

@@ -21,7 +21,14 @@ from pref_assets.core.rating import JudgeSpec, Outcome, judge_all, plan_tasks, r
 from pref_assets.core.records import build_record
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
-from pref_assets.defs.metadata import call_metadata, cost_usd, preview, report_metadata, status_metadata
+from pref_assets.defs.metadata import (
+    call_metadata,
+    cost_usd,
+    histogram_chart,
+    preview,
+    report_metadata,
+    status_metadata,
+)
 from pref_assets.defs.resources import ArgillaResource, LLMResource
 from pref_assets.settings import JudgeSettings, Settings
 from pref_assets.sources import read_source
@@ -84,7 +91,9 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         rated = rating_rows(rows, outcomes, judge)
         out = schemas.frame(rated, schemas.RATINGS)
         cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
-        return _result(out, cols, **report_metadata(judge_report(rated)), **_judge_tokens(outcomes, settings.judge))
+        report = judge_report(rated)
+        chart = histogram_chart(report["rating_histogram"])
+        return _result(out, cols, **report_metadata(report), **chart, **_judge_tokens(outcomes, settings.judge))
 
     @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
               code_version=CODE_VERSION, **common)  # fmt: skip

@@ -94,3 +94,16 @@ def cost_usd(frame: pl.DataFrame, models: dict[str, Any]) -> dict[str, Any]:
         )
     return {"cost_usd": dg.MetadataValue.float(round(sum(per_model.values()), 6)),
             "cost_usd_by_model": dg.MetadataValue.json(per_model)}  # fmt: skip
+
+
+def histogram_chart(histogram: dict[str, dict[str, int]], width: int = 30) -> dict[str, Any]:
+    """Return the rating distribution per model as a markdown bar chart."""
+    labels = ["1", "2", "3", "4", "5", "N/A"]
+    peak = max((n for counts in histogram.values() for n in counts.values()), default=0) or 1
+    lines = []
+    for model, counts in histogram.items():
+        lines += [f"**{model}**", "```"]
+        lines += [f"{label:>3} {'█' * round(width * counts.get(label, 0) / peak):<{width}} {counts.get(label, 0)}"
+                  for label in labels if label != "N/A" or label in counts]  # fmt: skip
+        lines.append("```")
+    return {"rating_distribution": dg.MetadataValue.md("\n".join(lines) or "no ratings")}
