@@ -38,13 +38,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as store, _endpoint(args) as endpoint:
         settings = _settings(args, endpoint, store)
         started = time.perf_counter()
-        result = build_definitions(settings).resolve_job_def(JOB_NAME).execute_in_process(
-            partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral()
+        result = (
+            build_definitions(settings)
+            .resolve_job_def(JOB_NAME)
+            .execute_in_process(partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral())
         )
         wall = time.perf_counter() - started
         ratings = pl.read_parquet(Path(store) / "ratings" / "batch-00000.parquet").to_dicts()
         pairs = pl.read_parquet(Path(store) / "dpo_pairs" / "batch-00000.parquet").to_dicts()
-    print(f"target={args.target} prompts={args.prompts} aspects={args.aspects} run_ok={result.success} wall={wall:.1f}s")
+    print(
+        f"target={args.target} prompts={args.prompts} aspects={args.aspects} run_ok={result.success} wall={wall:.1f}s"
+    )
     print("judge:", json.dumps(judge_report(ratings), indent=2))
     print("pairs:", json.dumps(pair_report(pairs), indent=2))
 

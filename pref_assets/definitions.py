@@ -9,9 +9,9 @@ from pref_assets.defs.checks import build_checks
 from pref_assets.defs.io_manager import ParquetIOManager
 from pref_assets.defs.partitions import build_partitions
 from pref_assets.defs.publish import build_hub_resource, build_publish_asset
-from pref_assets.defs.schedules import build_next_batches_schedule
 from pref_assets.defs.resources import build_argilla_resource, build_llm_resource
 from pref_assets.defs.review import build_review_assets, build_review_sensor
+from pref_assets.defs.schedules import build_next_batches_schedule
 from pref_assets.settings import Settings, load_settings
 
 JOB_NAME = "preference_job"
@@ -32,7 +32,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[build_review_sensor(settings, REVIEW_JOB_NAME, partitions)],
         schedules=[
             build_next_batches_schedule(
-                JOB_NAME, partitions, cron=settings.schedule.cron, batches_per_tick=settings.schedule.batches_per_tick
+                JOB_NAME,
+                partitions,
+                cron=settings.schedule.cron,
+                batches_per_tick=settings.schedule.batches_per_tick,
             )
         ],
         resources={

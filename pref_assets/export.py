@@ -47,7 +47,11 @@ def to_layout(frame: pl.DataFrame, layout: str = "dpo") -> pl.DataFrame:
         pairs = [context.alias("prompt"), pl.col("chosen").list.tail(1), pl.col("rejected").list.tail(1)]
     else:
         answer = pl.col("chosen").list.last().struct.field("content").alias("chosen")
-        pairs = [pl.col("prompt"), answer, pl.col("rejected").list.last().struct.field("content").alias("rejected")]
+        pairs = [
+            pl.col("prompt"),
+            answer,
+            pl.col("rejected").list.last().struct.field("content").alias("rejected"),
+        ]
     return frame.select(*pairs, *[c for c in frame.columns if c not in ("prompt", "chosen", "rejected")])
 
 

@@ -34,7 +34,10 @@ def push(out_dir: Path, repo_id: str | None, token: str | None, *, private: bool
     if not token:
         return False, f"not pushed to {repo_id}: no Hugging Face token in the configured variable"
     if not hub_reachable():
-        return False, f"not pushed to {repo_id}: the Hugging Face Hub is unreachable; the local copy is complete"
+        return (
+            False,
+            f"not pushed to {repo_id}: the Hugging Face Hub is unreachable; the local copy is complete",
+        )
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)

@@ -14,20 +14,28 @@ from pref_assets.export import PAIR_COLUMNS, collect_pairs, to_dataset, to_layou
 def _pair(pid: str, status: str = "ok") -> dict:
     ok = status == "ok"
     user = {"role": "user", "content": f"q{pid}"}
-    return {"prompt_id": pid, "prompt": f"q{pid}" if ok else None,
-            "chosen": [user, {"role": "assistant", "content": "good"}] if ok else None,
-            "chosen_model": "a" if ok else None, "chosen_rating": 5.0 if ok else None,
-            "rejected": [user, {"role": "assistant", "content": "bad"}] if ok else None,
-            "rejected_model": "b" if ok else None, "rejected_rating": 1.0 if ok else None,
-            "margin": 4.0 if ok else None, "status": status, "failed_stage": None if ok else "dpo_pairs",
-            "reason": None if ok else "all_tied"}
+    return {
+        "prompt_id": pid,
+        "prompt": f"q{pid}" if ok else None,
+        "chosen": [user, {"role": "assistant", "content": "good"}] if ok else None,
+        "chosen_model": "a" if ok else None,
+        "chosen_rating": 5.0 if ok else None,
+        "rejected": [user, {"role": "assistant", "content": "bad"}] if ok else None,
+        "rejected_model": "b" if ok else None,
+        "rejected_rating": 1.0 if ok else None,
+        "margin": 4.0 if ok else None,
+        "status": status,
+        "failed_stage": None if ok else "dpo_pairs",
+        "reason": None if ok else "all_tied",
+    }
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     (tmp_path / "dpo_pairs").mkdir()
     schemas.frame([_pair("1"), _pair("2", "skipped")], schemas.DPO_PAIRS).write_parquet(
-        tmp_path / "dpo_pairs" / "batch-00000.parquet")
+        tmp_path / "dpo_pairs" / "batch-00000.parquet"
+    )
     schemas.frame([_pair("3")], schemas.DPO_PAIRS).write_parquet(tmp_path / "dpo_pairs" / "batch-00001.parquet")
     return tmp_path
 

@@ -35,7 +35,9 @@ class TokenBucket:
         if self.rate is None:
             return 0.0
         self._refill(now)
-        return 0.0 if self.level >= min(amount, self.capacity) else (min(amount, self.capacity) - self.level) / self.rate
+        return (
+            0.0 if self.level >= min(amount, self.capacity) else (min(amount, self.capacity) - self.level) / self.rate
+        )
 
     def take(self, amount: float, now: float) -> None:
         """Take ``amount`` (the level may go below zero when a request costs more than estimated)."""
@@ -167,7 +169,11 @@ class Limiter:
         if limit and self.rpm is None and (self.requests.rate is None or abs(self.requests.rate * 60 - limit) > 1e-6):
             self.requests.set_rate(limit, now)
         token_limit = _number(headers.get("x-ratelimit-limit-tokens"))
-        if token_limit and self.tpm is None and (self.tokens.rate is None or abs(self.tokens.rate * 60 - token_limit) > 1e-6):
+        if (
+            token_limit
+            and self.tpm is None
+            and (self.tokens.rate is None or abs(self.tokens.rate * 60 - token_limit) > 1e-6)
+        ):
             self.tokens.set_rate(token_limit, now)
 
 

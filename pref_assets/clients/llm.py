@@ -176,9 +176,7 @@ class _Outcome:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def failed(
-        cls, kind: str, message: str, *, retryable: bool, retry_after: float | None = None
-    ) -> _Outcome:
+    def failed(cls, kind: str, message: str, *, retryable: bool, retry_after: float | None = None) -> _Outcome:
         return cls(error_kind=kind, error=message, retryable=retryable, retry_after=retry_after)
 
     def result(self, latency_s: float, attempts: int) -> ChatResult:

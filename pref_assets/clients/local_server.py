@@ -43,7 +43,7 @@ class LocalModelServer:
         self._n_threads = n_threads
         self._timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the server's log, read on failure, closed with the object
         self.base_url = ""
 
     def start(self) -> str:

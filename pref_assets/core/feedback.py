@@ -93,9 +93,7 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def feedback_row(
-    record_row: Mapping[str, Any], record: Mapping[str, Any] | None, n_answers: int
-) -> dict[str, Any]:
+def feedback_row(record_row: Mapping[str, Any], record: Mapping[str, Any] | None, n_answers: int) -> dict[str, Any]:
     """Return the human_feedback row of an argilla_records row, given its Argilla record (None: not found)."""
     out = _empty(record_row)
     if record_row["status"] != status.OK:

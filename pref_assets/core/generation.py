@@ -36,7 +36,11 @@ class Result(Protocol):
 def plan_generations(prompts: Sequence[dict[str, Any]], generators: Sequence[Generator]) -> list[tuple[str, str, Call]]:
     """Return (prompt_id, generator name, call) for every ok prompt and generator."""
     return [
-        (p["prompt_id"], g.name, Call(g.endpoint, g.model, tuple(prompt_messages(p)), tuple(g.params.items())))
+        (
+            p["prompt_id"],
+            g.name,
+            Call(g.endpoint, g.model, tuple(prompt_messages(p)), tuple(g.params.items())),
+        )
         for p in prompts
         if p["status"] == status.OK
         for g in generators

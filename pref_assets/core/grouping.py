@@ -68,7 +68,5 @@ def _group_one(
 def _group_status(row: dict[str, Any]) -> dict[str, Any]:
     if any(s == status.OK for s in row["generation_status"]):
         return status.ok()
-    detail = "; ".join(
-        f"{m}: {r}" for m, r in zip(row["generation_models"], row["generation_reasons"], strict=True)
-    )
+    detail = "; ".join(f"{m}: {r}" for m, r in zip(row["generation_models"], row["generation_reasons"], strict=True))
     return status.failure(status.STAGE_GENERATIONS, f"no_answer: {detail}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -180,7 +181,7 @@ def _verdicts_from_text(text: str, n: int, aspect: Aspect) -> list[Verdict]:
     if numbers != list(range(1, n + 1)):
         raise JudgeParseError(UNPARSEABLE, f"expected answer blocks 1..{n}, found {numbers or 'none'}")
     bounds = [m.start() for m in marks] + [len(text)]
-    return [_verdict_from_block(text[a:b], i, aspect) for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+    return [_verdict_from_block(text[a:b], i, aspect) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
 
 
 def _verdict_from_block(block: str, index: int, aspect: Aspect) -> Verdict:

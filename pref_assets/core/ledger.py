@@ -37,4 +37,3 @@ def check_ledger(prompts: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any
     unexplained = sum(1 for r in rows if r["status"] != status.OK and not r.get("reason"))
     failed_here = sum(1 for r in rows if r["status"] == status.FAILED and r.get("failed_stage") == stage)
     return LedgerCheck(missing, unexplained, failed_here, len(rows))
-

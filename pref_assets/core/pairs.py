@@ -98,10 +98,15 @@ def pair_row(row: dict[str, Any], *, min_margin: float = 0.0, rejected: str = LO
     models, answers, scores = row["generation_models"], row["generations"], row["scores"]
     if answers[choice.chosen].strip() == answers[choice.rejected].strip():
         return out | {"status": status.SKIPPED, "failed_stage": status.STAGE_PAIRS, "reason": IDENTICAL}
-    return out | format_pair(row, answers[choice.chosen], answers[choice.rejected]) | {
-        "chosen_model": models[choice.chosen],
-        "chosen_rating": scores[choice.chosen],
-        "rejected_model": models[choice.rejected],
-        "rejected_rating": scores[choice.rejected],
-        "margin": choice.margin,
-    } | status.ok()
+    return (
+        out
+        | format_pair(row, answers[choice.chosen], answers[choice.rejected])
+        | {
+            "chosen_model": models[choice.chosen],
+            "chosen_rating": scores[choice.chosen],
+            "rejected_model": models[choice.rejected],
+            "rejected_rating": scores[choice.rejected],
+            "margin": choice.margin,
+        }
+        | status.ok()
+    )

@@ -38,9 +38,7 @@ def check_columns(columns: Iterable[str], mapping: Mapping[str, str], where: str
         )
 
 
-def normalize_rows(
-    rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_chars: int
-) -> list[dict[str, Any]]:
+def normalize_rows(rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_chars: int) -> list[dict[str, Any]]:
     """Return one prompt row per raw row: ok, or failed with a reason. Nothing is dropped."""
     seen: dict[str, str] = {}
     out = []

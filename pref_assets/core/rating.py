@@ -9,8 +9,16 @@ from typing import Any
 from pref_assets.core import status
 from pref_assets.core.calls import Call, response_format
 from pref_assets.core.generation import Result
-from pref_assets.core.judge import TRUNCATED, UNPARSEABLE, JudgeParseError, Verdict, judge_messages, judge_schema
-from pref_assets.core.judge import parse_verdicts, presentation_order
+from pref_assets.core.judge import (
+    TRUNCATED,
+    UNPARSEABLE,
+    JudgeParseError,
+    Verdict,
+    judge_messages,
+    judge_schema,
+    parse_verdicts,
+    presentation_order,
+)
 from pref_assets.core.rubric import Aspect, get_aspect
 from pref_assets.core.scoring import combine_scores, map_back
 

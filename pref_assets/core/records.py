@@ -82,7 +82,12 @@ def dataset_spec(n_answers: int) -> dict[str, list[dict[str, Any]]]:
 
 
 def _text_field(name: str, title: str, *, required: bool) -> dict[str, Any]:
-    return {"name": name, "title": title, "required": required, "settings": {"type": "text", "use_markdown": True}}
+    return {
+        "name": name,
+        "title": title,
+        "required": required,
+        "settings": {"type": "text", "use_markdown": True},
+    }
 
 
 def _rating_question(slot: int) -> dict[str, Any]:

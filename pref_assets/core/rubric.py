@@ -105,9 +105,7 @@ OVERALL = Aspect(
     ),
 )
 
-ASPECTS: dict[str, Aspect] = {
-    a.name: a for a in (HELPFULNESS, HONESTY, INSTRUCTION_FOLLOWING, TRUTHFULNESS, OVERALL)
-}
+ASPECTS: dict[str, Aspect] = {a.name: a for a in (HELPFULNESS, HONESTY, INSTRUCTION_FOLLOWING, TRUTHFULNESS, OVERALL)}
 
 JUDGE_SYSTEM = (
     "You are an impartial evaluator of AI assistant answers. Judge each answer on its own merits "

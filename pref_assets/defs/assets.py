@@ -1,6 +1,5 @@
 """The six batch-partitioned assets. Bodies stay thin: inputs in, core and clients called, frame out."""
 
-
 import json
 
 import dagster as dg
@@ -9,9 +8,9 @@ import polars as pl
 from pref_assets.clients.argilla import ArgillaError, push_records
 from pref_assets.clients.llm import ChatResult
 from pref_assets.clients.runner import Budget, EndpointParkedError, Prices, run_calls
-from pref_assets.core.calls import Call
 from pref_assets.core import status
 from pref_assets.core.batching import batch_bounds
+from pref_assets.core.calls import Call
 from pref_assets.core.generation import generation_row, plan_generations, upstream_failure_row
 from pref_assets.core.grouping import group_generations
 from pref_assets.core.pairs import pair_row
@@ -72,7 +71,12 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         out_rows += [upstream_failure_row(p) for p in rows if p["status"] != status.OK]
         out = schemas.frame(out_rows, schemas.GENERATIONS)
         cost = cost_usd(out, {g.name: g for g in generators})
-        return _result(out, ["prompt_id", "model", "generation", "status", "reason"], **call_metadata(out, "model"), **cost)
+        return _result(
+            out,
+            ["prompt_id", "model", "generation", "status", "reason"],
+            **call_metadata(out, "model"),
+            **cost,
+        )
 
     @dg.asset(description="One row per prompt: answers and model names in aligned lists, gaps visible.",
               code_version=CODE_VERSION, **common)  # fmt: skip
@@ -101,7 +105,15 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         policy = settings.pairs
         rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in ratings.to_dicts()]
         out = schemas.frame(rows, schemas.DPO_PAIRS)
-        cols = ["prompt_id", "chosen_model", "chosen_rating", "rejected_model", "rejected_rating", "status", "reason"]
+        cols = [
+            "prompt_id",
+            "chosen_model",
+            "chosen_rating",
+            "rejected_model",
+            "rejected_rating",
+            "status",
+            "reason",
+        ]
         return _result(out, cols, **report_metadata(pair_report(rows)))
 
     @dg.asset(description="Records for human review in Argilla; pushed when an Argilla URL is configured.",
@@ -128,7 +140,13 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
 def _records(rows: list[dict], dataset: str, batch: str) -> list[dict]:
     out = []
     for row in rows:
-        base = {"prompt_id": row["prompt_id"], "record_id": None, "record": None, "pushed": False, "push_error": None}
+        base = {
+            "prompt_id": row["prompt_id"],
+            "record_id": None,
+            "record": None,
+            "pushed": False,
+            "push_error": None,
+        }
         if row["status"] != status.OK:
             out.append(base | {k: row[k] for k in ("status", "failed_stage", "reason")})
             continue

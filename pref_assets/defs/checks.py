@@ -15,7 +15,10 @@ STAGES = ("generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_re
 
 def build_checks(partitions: dg.PartitionsDefinition, max_failure_rate: float) -> list[dg.AssetChecksDefinition]:
     """Return a blocking ledger check per stage, plus duplicate-prompt and tie-rate warnings."""
-    return [*(_ledger_check(stage, partitions, max_failure_rate) for stage in STAGES), _duplicates(partitions)]
+    return [
+        *(_ledger_check(stage, partitions, max_failure_rate) for stage in STAGES),
+        _duplicates(partitions),
+    ]
 
 
 def _ledger_check(stage: str, partitions: dg.PartitionsDefinition, max_rate: float) -> dg.AssetChecksDefinition:
@@ -53,8 +56,10 @@ def _ledger_check(stage: str, partitions: dg.PartitionsDefinition, max_rate: flo
 
 def _message(stage: str, check: object, reasons: Counter[str], max_rate: float) -> str:
     if check.missing or check.unexplained:  # type: ignore[attr-defined]
-        return (f"{stage} lost rows: {len(check.missing)} prompts missing, "  # type: ignore[attr-defined]
-                f"{check.unexplained} non-ok rows without a reason")  # type: ignore[attr-defined]
+        return (
+            f"{stage} lost rows: {len(check.missing)} prompts missing, "  # type: ignore[attr-defined]
+            f"{check.unexplained} non-ok rows without a reason"
+        )  # type: ignore[attr-defined]
     top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
     return (
         f"{check.failure_rate:.0%} of {stage} rows failed (limit {max_rate:.0%}): {top}. "  # type: ignore[attr-defined]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import httpx
 import dagster as dg
+import httpx
 from pydantic import PrivateAttr
 
 from pref_assets.clients.argilla import ArgillaClient, ArgillaError
-from pref_assets.clients.llm import ChatClient
 from pref_assets.clients.cache import RequestCache
 from pref_assets.clients.limiter import shared_limiter
+from pref_assets.clients.llm import ChatClient
 from pref_assets.clients.local_server import EMBEDDED_MODEL_FILE, LocalModelServer, default_threads
 from pref_assets.clients.retry import RetryPolicy
 from pref_assets.settings import EMBEDDED, ArgillaSettings, EndpointSettings
@@ -61,7 +61,10 @@ class LLMResource(dg.ConfigurableResource):
             cache=RequestCache(self.cache_path) if self.cache_path else None,
             endpoint_id=_endpoint_identity(endpoint),
             limiter=shared_limiter(
-                _endpoint_identity(endpoint), max_concurrency=endpoint.max_concurrency, rpm=endpoint.rpm, tpm=endpoint.tpm
+                _endpoint_identity(endpoint),
+                max_concurrency=endpoint.max_concurrency,
+                rpm=endpoint.rpm,
+                tpm=endpoint.tpm,
             ),
         )
 

@@ -93,9 +93,7 @@ def _output(out: pl.DataFrame, columns: list[str], **extra: dg.MetadataValue) ->
     return dg.Output(out, metadata=status_metadata(out) | preview(out, columns) | extra)
 
 
-def build_review_sensor(
-    settings: Settings, job_name: str, partitions: dg.PartitionsDefinition
-) -> dg.SensorDefinition:
+def build_review_sensor(settings: Settings, job_name: str, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
     """Return the sensor that runs job ``job_name`` for each batch whose submitted responses changed.
 
     It runs by default only when an Argilla URL is configured (otherwise it is defined but STOPPED).

@@ -16,28 +16,46 @@ PROMPTS = pl.Schema(PROMPT | {"source_ref": TEXT} | STATUS)
 
 GENERATIONS = pl.Schema(
     {
-        "prompt_id": TEXT, "model": TEXT, "generation": TEXT, "finish_reason": TEXT,
-        "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "latency_s": pl.Float64,
-        "attempts": pl.Int64, "cached": pl.Boolean, "truncated": pl.Boolean,
-    }  # fmt: skip
+        "prompt_id": TEXT,
+        "model": TEXT,
+        "generation": TEXT,
+        "finish_reason": TEXT,
+        "prompt_tokens": pl.Int64,
+        "completion_tokens": pl.Int64,
+        "latency_s": pl.Float64,
+        "attempts": pl.Int64,
+        "cached": pl.Boolean,
+        "truncated": pl.Boolean,
+    }
     | STATUS
 )
 
 GROUPED = pl.Schema(
     PROMPT
     | {
-        "generation_models": pl.List(TEXT), "generations": pl.List(TEXT),
-        "generation_status": pl.List(TEXT), "generation_reasons": pl.List(TEXT),
-    }  # fmt: skip
+        "generation_models": pl.List(TEXT),
+        "generations": pl.List(TEXT),
+        "generation_status": pl.List(TEXT),
+        "generation_reasons": pl.List(TEXT),
+    }
     | STATUS
 )
 
 JUDGEMENT = pl.Struct(
     {
-        "aspect": TEXT, "pass_index": pl.Int64, "ratings": pl.List(pl.Int64), "rationales": pl.List(TEXT),
-        "error_kinds": pl.List(TEXT), "shown_order": pl.List(pl.Int64), "raw_text": TEXT,
-        "failure": TEXT, "attempts": pl.Int64, "cached": pl.Boolean, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
-    }  # fmt: skip
+        "aspect": TEXT,
+        "pass_index": pl.Int64,
+        "ratings": pl.List(pl.Int64),
+        "rationales": pl.List(TEXT),
+        "error_kinds": pl.List(TEXT),
+        "shown_order": pl.List(pl.Int64),
+        "raw_text": TEXT,
+        "failure": TEXT,
+        "attempts": pl.Int64,
+        "cached": pl.Boolean,
+        "prompt_tokens": pl.Int64,
+        "completion_tokens": pl.Int64,
+    }
 )
 
 RATINGS = pl.Schema(
@@ -46,10 +64,16 @@ RATINGS = pl.Schema(
 
 DPO_PAIRS = pl.Schema(
     {
-        "prompt_id": TEXT, "prompt": TEXT, "chosen": MESSAGES, "chosen_model": TEXT,
-        "chosen_rating": pl.Float64, "rejected": MESSAGES, "rejected_model": TEXT,
-        "rejected_rating": pl.Float64, "margin": pl.Float64,
-    }  # fmt: skip
+        "prompt_id": TEXT,
+        "prompt": TEXT,
+        "chosen": MESSAGES,
+        "chosen_model": TEXT,
+        "chosen_rating": pl.Float64,
+        "rejected": MESSAGES,
+        "rejected_model": TEXT,
+        "rejected_rating": pl.Float64,
+        "margin": pl.Float64,
+    }
     | STATUS
 )
 

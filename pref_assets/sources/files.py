@@ -89,8 +89,7 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise PromptSourceError(
-            f"{path}:{line}: not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}); "
-            "re-save the file as UTF-8"
+            f"{path}:{line}: not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}); re-save the file as UTF-8"
         ) from err
 
 

@@ -10,8 +10,7 @@ from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
 from pref_assets.settings import SourceSettings
 
 _ALTERNATIVES = (
-    "download it elsewhere and point source.kind: files at the JSONL/Parquet/CSV copy, "
-    "or use source.kind: embedded"
+    "download it elsewhere and point source.kind: files at the JSONL/Parquet/CSV copy, or use source.kind: embedded"
 )
 
 

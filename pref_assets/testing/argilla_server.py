@@ -119,9 +119,7 @@ def _wait_ready(process: subprocess.Popen[bytes], log_path: Path, timeout: float
         if url:
             return url
         if process.poll() is not None:
-            raise ArgillaServerError(
-                f"argilla-server exited with code {process.returncode}:\n{_last_lines(log_path)}"
-            )
+            raise ArgillaServerError(f"argilla-server exited with code {process.returncode}:\n{_last_lines(log_path)}")
         time.sleep(0.2)
     raise ArgillaServerError(f"argilla-server not ready within {timeout:.0f} s:\n{_last_lines(log_path)}")
 

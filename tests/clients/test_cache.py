@@ -49,8 +49,12 @@ def _complete_twice(tmp_path: Path, responses: list[httpx.Response]) -> tuple[li
     async def go() -> list[ChatResult]:
         out = []
         for _ in range(2):
-            async with ChatClient("http://x/v1", transport=httpx.MockTransport(handler),
-                                  retry=RetryPolicy(max_attempts=1), cache=RequestCache(tmp_path / "r.sqlite")) as c:
+            async with ChatClient(
+                "http://x/v1",
+                transport=httpx.MockTransport(handler),
+                retry=RetryPolicy(max_attempts=1),
+                cache=RequestCache(tmp_path / "r.sqlite"),
+            ) as c:
                 out.append(await c.complete(ChatRequest("m", [{"role": "user", "content": "q"}])))
         return out
 
@@ -58,8 +62,13 @@ def _complete_twice(tmp_path: Path, responses: list[httpx.Response]) -> tuple[li
 
 
 def test_completed_response_is_not_paid_twice(tmp_path: Path) -> None:
-    ok = httpx.Response(200, json={"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+    ok = httpx.Response(
+        200,
+        json={
+            "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        },
+    )
     (first, second), sent = _complete_twice(tmp_path, [ok])
     assert sent == 1
     assert not first.cached and second.cached

@@ -141,15 +141,23 @@ def test_dead_endpoint_parks_instead_of_spinning() -> None:
         return ChatClient("http://down/v1", transport=httpx.MockTransport(refuse), retry=policy, limiter=limiter)
 
     calls = [Call("e", "m", ({"role": "user", "content": str(i)},)) for i in range(50)]
-    with pytest.raises(EndpointParkedError, match=r"endpoint\(s\) e: endpoint parked after 10 failed attempts in a row; last: ConnectError.*rerun"):
+    with pytest.raises(
+        EndpointParkedError,
+        match=r"endpoint\(s\) e: endpoint parked after 10 failed attempts in a row; last: ConnectError.*rerun",
+    ):
         run_calls(calls, client_for)
     assert sent < 20
 
 
 def test_budget_stops_new_requests() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}],
-                                         "usage": {"prompt_tokens": 1000, "completion_tokens": 1000}})
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"message": {"content": "x"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1000, "completion_tokens": 1000},
+            },
+        )
 
     limiter = Limiter(max_concurrency=1)
 
@@ -157,8 +165,9 @@ def test_budget_stops_new_requests() -> None:
         return ChatClient("http://x/v1", transport=httpx.MockTransport(answer), limiter=limiter)
 
     budget = Budget(Prices({("e", "m"): (1.0, 1.0)}), limit_usd=0.005)  # 0.002 USD a call
-    results = run_calls([Call("e", "m", ({"role": "user", "content": str(i)},)) for i in range(10)], client_for,
-                        budget=budget)
+    results = run_calls(
+        [Call("e", "m", ({"role": "user", "content": str(i)},)) for i in range(10)], client_for, budget=budget
+    )
     assert [r.error_kind for r in results].count(None) == 3
     assert all(r.error_kind == "budget_exhausted" for r in results[3:])
     assert budget.spent_usd == pytest.approx(0.006)
@@ -171,18 +180,27 @@ def test_progress_is_logged() -> None:
 
     lines: list[str] = []
     calls = [Call("e", "m", ({"role": "user", "content": str(i)},)) for i in range(8)]
-    run_calls(calls, lambda name: ChatClient("http://x/v1", transport=httpx.MockTransport(slow), max_concurrency=1),
-              log=lines.append, interval=0.1)
+    run_calls(
+        calls,
+        lambda name: ChatClient("http://x/v1", transport=httpx.MockTransport(slow), max_concurrency=1),
+        log=lines.append,
+        interval=0.1,
+    )
     assert lines and all("/8 calls done" in line and "ETA" in line for line in lines)
 
 
 def test_429_with_retry_after_is_retried_past_max_attempts() -> None:
-    answers = iter([httpx.Response(429, headers={"retry-after": "0.01"})] * 6
-                   + [httpx.Response(200, json={"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]})])
+    answers = iter(
+        [httpx.Response(429, headers={"retry-after": "0.01"})] * 6
+        + [httpx.Response(200, json={"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]})]
+    )
 
     async def go() -> None:
-        async with ChatClient("http://x/v1", transport=httpx.MockTransport(lambda r: next(answers)),
-                              retry=RetryPolicy(max_attempts=2)) as client:
+        async with ChatClient(
+            "http://x/v1",
+            transport=httpx.MockTransport(lambda r: next(answers)),
+            retry=RetryPolicy(max_attempts=2),
+        ) as client:
             result = await client.complete(ChatRequest("m", [{"role": "user", "content": "q"}]))
             assert result.ok and result.attempts == 7
 

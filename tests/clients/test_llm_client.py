@@ -14,9 +14,13 @@ FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
 
 
 def _completion(text: str = "hi", finish: str = "stop") -> httpx.Response:
-    return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": text},
-                                                  "finish_reason": finish}],
-                                     "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
+    return httpx.Response(
+        200,
+        json={
+            "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+        },
+    )
 
 
 def _run(handler: Callable[[httpx.Request], httpx.Response], **kwargs: object) -> tuple[ChatResult, list]:
@@ -27,8 +31,12 @@ def _run(handler: Callable[[httpx.Request], httpx.Response], **kwargs: object) -
         return handler(request)
 
     async def go() -> ChatResult:
-        async with ChatClient("http://llm.test/v1", transport=httpx.MockTransport(record),
-                              retry=kwargs.pop("retry", FAST), **kwargs) as client:
+        async with ChatClient(
+            "http://llm.test/v1",
+            transport=httpx.MockTransport(record),
+            retry=kwargs.pop("retry", FAST),
+            **kwargs,
+        ) as client:
             return await client.complete(ChatRequest("m", [{"role": "user", "content": "q"}], {"max_tokens": 5}))
 
     return asyncio.run(go()), seen
@@ -40,7 +48,11 @@ def test_success_reads_text_usage_and_finish_reason() -> None:
     assert (result.prompt_tokens, result.completion_tokens, result.attempts) == (7, 3, 1)
     assert seen[0].url == "http://llm.test/v1/chat/completions"
     assert seen[0].headers["authorization"] == "Bearer sk-test"
-    assert json.loads(seen[0].content) == {"model": "m", "messages": [{"role": "user", "content": "q"}], "max_tokens": 5}
+    assert json.loads(seen[0].content) == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "q"}],
+        "max_tokens": 5,
+    }
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503])
@@ -72,7 +84,7 @@ def test_connection_errors_and_timeouts_are_retried() -> None:
             raise error
         return _completion()
 
-    result, seen = _run(handler)
+    result, _ = _run(handler)
     assert result.ok and result.attempts == 3
 
 

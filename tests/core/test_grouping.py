@@ -10,8 +10,16 @@ MODELS = ["a", "b", "c"]
 
 
 def _prompt(pid: str, status: str = "ok", reason: str | None = None) -> dict[str, Any]:
-    return {"prompt_id": pid, "instruction": f"q{pid}", "topic": None, "system_prompt": None, "messages": None,
-            "status": status, "failed_stage": None if status == "ok" else "prompts", "reason": reason}
+    return {
+        "prompt_id": pid,
+        "instruction": f"q{pid}",
+        "topic": None,
+        "system_prompt": None,
+        "messages": None,
+        "status": status,
+        "failed_stage": None if status == "ok" else "prompts",
+        "reason": reason,
+    }
 
 
 def _gen(pid: str, model: str, text: str | None = "ans", status: str = "ok", reason: str | None = None) -> dict:
@@ -46,7 +54,13 @@ def test_prompt_with_no_answer_fails_with_each_models_reason() -> None:
 def test_upstream_failures_pass_through_in_order() -> None:
     prompts = [_prompt("1"), _prompt("2", "failed", "empty_instruction"), _prompt("3")]
     gens = [_gen(p, m) for p in ("1", "3") for m in MODELS] + [
-        {"prompt_id": "2", "model": None, "generation": None, "status": "failed", "reason": "empty_instruction"}
+        {
+            "prompt_id": "2",
+            "model": None,
+            "generation": None,
+            "status": "failed",
+            "reason": "empty_instruction",
+        }
     ]
     rows = group_generations(prompts, gens, MODELS)
     assert [r["prompt_id"] for r in rows] == ["1", "2", "3"]

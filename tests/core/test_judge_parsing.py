@@ -4,8 +4,13 @@ import json
 
 import pytest
 
-from pref_assets.core.judge import JudgeParseError, judge_messages, judge_schema, parse_verdicts
-from pref_assets.core.judge import presentation_order
+from pref_assets.core.judge import (
+    JudgeParseError,
+    judge_messages,
+    judge_schema,
+    parse_verdicts,
+    presentation_order,
+)
 from pref_assets.core.rubric import ASPECTS, HELPFULNESS, HONESTY, OVERALL, RUBRIC_VERSION
 
 GOOD_JSON = '{"answer_1": {"rationale": "Correct.", "rating": 5}, "answer_2": {"rationale": "Wrong.", "rating": 2}}'
@@ -16,12 +21,27 @@ GOOD_JSON = '{"answer_1": {"rationale": "Correct.", "rating": 5}, "answer_2": {"
     [
         (GOOD_JSON, [5, 2]),
         ("Here is my evaluation:\n```json\n" + GOOD_JSON + "\n```", [5, 2]),
-        ('{"answer_2": {"rationale": "x", "rating": 1}, "answer_1": {"rationale": "y", "rating": 4}}', [4, 1]),
-        ('{"answer_1": {"rationale": "a\nb", "rating": "4"}, "answer_2": {"rationale": "c", "rating": "3/5"}}', [4, 3]),
-        ('{"answer_1": {"rationale": "a", "rating": 4.0}, "answer_2": {"rationale": "c", "rating": "five"}}', [4, 5]),
+        (
+            '{"answer_2": {"rationale": "x", "rating": 1}, "answer_1": {"rationale": "y", "rating": 4}}',
+            [4, 1],
+        ),
+        (
+            '{"answer_1": {"rationale": "a\nb", "rating": "4"}, "answer_2": {"rationale": "c", "rating": "3/5"}}',
+            [4, 3],
+        ),
+        (
+            '{"answer_1": {"rationale": "a", "rating": 4.0}, "answer_2": {"rationale": "c", "rating": "five"}}',
+            [4, 5],
+        ),
         ('{"ratings": [{"rationale": "a", "rating": 1}, {"rationale": "b", "rating": 3}]}', [1, 3]),
-        ("#### Output for Text 1\nRating: 4\nRationale: fine.\n#### Output for Text 2\nRating: 2\nRationale: bad.", [4, 2]),
-        ("**Answer 1**\r\n**Rating:** 3\r\nRationale: ok\r\n\r\n**Answer 2**\r\n**Rating:** 5/5\r\nRationale: great", [3, 5]),
+        (
+            "#### Output for Text 1\nRating: 4\nRationale: fine.\n#### Output for Text 2\nRating: 2\nRationale: bad.",
+            [4, 2],
+        ),
+        (
+            "**Answer 1**\r\n**Rating:** 3\r\nRationale: ok\r\n\r\n**Answer 2**\r\n**Rating:** 5/5\r\nRationale: great",
+            [3, 5],
+        ),
         ("Sure! Let me rate them.\n\nAnswer 1\nRating: four\nAnswer 2\nScore: 1 out of 5", [4, 1]),
         ("Answer 1\nRating: 4 - good\nAnswer 2\nRating: 2 (weak)", [4, 2]),
     ],
@@ -37,10 +57,22 @@ def test_readable_judge_answers(text: str, ratings: list[int]) -> None:
         ("   \n", "empty"),
         ("I cannot rate these answers.", "expected answer blocks 1..2, found none"),
         ('{"answer_1": {"rationale": "a", "rating": 4}}', "expected keys"),
-        ('{"answer_1": {"rating": 4}, "answer_2": {"rating": 3}, "answer_3": {"rating": 1}}', "expected keys"),
-        ('{"answer_1": {"rationale": "a", "rating": 7}, "answer_2": {"rationale": "b", "rating": 3}}', "rating 7"),
-        ('{"answer_1": {"rationale": "a", "rating": 0}, "answer_2": {"rationale": "b", "rating": 3}}', "rating 0"),
-        ('{"answer_1": {"rationale": "a", "rating": "N/A"}, "answer_2": {"rating": 3}}', "N/A is not allowed"),
+        (
+            '{"answer_1": {"rating": 4}, "answer_2": {"rating": 3}, "answer_3": {"rating": 1}}',
+            "expected keys",
+        ),
+        (
+            '{"answer_1": {"rationale": "a", "rating": 7}, "answer_2": {"rationale": "b", "rating": 3}}',
+            "rating 7",
+        ),
+        (
+            '{"answer_1": {"rationale": "a", "rating": 0}, "answer_2": {"rationale": "b", "rating": 3}}',
+            "rating 0",
+        ),
+        (
+            '{"answer_1": {"rationale": "a", "rating": "N/A"}, "answer_2": {"rating": 3}}',
+            "N/A is not allowed",
+        ),
         ('{"answer_1": {"rationale": "a", "rating": true}, "answer_2": {"rating": 3}}', "not a number"),
         ('{"answer_1": {"rationale": "a", "rating": 3.5}, "answer_2": {"rating": 3}}', "rating 3.5"),
         ('{"answer_1": {"rationale": "a", "rating": "great"}, "answer_2": {"rating": 3}}', "not a number"),
@@ -65,7 +97,12 @@ def test_honesty_allows_na_as_no_rating() -> None:
 
 
 def test_error_kind_is_read_and_checked() -> None:
-    ok = '{"answer_1": {"rationale": "a", "error_kind": "incorrect", "rating": 2}, "answer_2": {"rationale": "b", "error_kind": "none", "rating": 5}}'
+    ok = json.dumps(
+        {
+            "answer_1": {"rationale": "a", "error_kind": "incorrect", "rating": 2},
+            "answer_2": {"rationale": "b", "error_kind": "none", "rating": 5},
+        }
+    )
     assert [v.error_kind for v in parse_verdicts(ok, 2, HELPFULNESS)] == ["incorrect", "none"]
     with pytest.raises(JudgeParseError, match="unknown error kind"):
         parse_verdicts(ok.replace('"incorrect"', '"vibes"'), 2, HELPFULNESS)
@@ -84,7 +121,13 @@ def test_schema_admits_exactly_one_verdict_per_answer(aspect) -> None:
 def test_judge_prompt_shows_every_answer_and_the_keys(aspect) -> None:
     system, user = judge_messages("Explain tides.", ["first answer", "second answer"], aspect)
     assert system["role"] == "system" and user["role"] == "user"
-    for needle in ("Explain tides.", "## Answer 1\nfirst answer", "## Answer 2\nsecond answer", '"answer_2"', aspect.name):
+    for needle in (
+        "Explain tides.",
+        "## Answer 1\nfirst answer",
+        "## Answer 2\nsecond answer",
+        '"answer_2"',
+        aspect.name,
+    ):
         assert needle in user["content"]
     assert ('"N/A"' in user["content"]) == aspect.allows_na
 
@@ -101,4 +144,7 @@ def test_rubric_version_is_a_hash() -> None:
 
 
 def test_schema_round_trips_through_json() -> None:
-    assert json.loads(json.dumps(judge_schema(2, HONESTY)))["properties"]["answer_2"]["properties"]["rating"]["enum"][-1] == "N/A"
+    assert (
+        json.loads(json.dumps(judge_schema(2, HONESTY)))["properties"]["answer_2"]["properties"]["rating"]["enum"][-1]
+        == "N/A"
+    )

@@ -11,7 +11,11 @@ PROMPTS = [_row("a"), _row("b"), _row(None, "failed", "prompts", "missing_instru
 
 
 def test_complete_ledger_passes_and_counts_failures_of_this_stage() -> None:
-    rows = [_row("a"), _row("b", "failed", "ratings", "judge_unparseable: x"), _row(None, "failed", "prompts", "m")]
+    rows = [
+        _row("a"),
+        _row("b", "failed", "ratings", "judge_unparseable: x"),
+        _row(None, "failed", "prompts", "m"),
+    ]
     check = check_ledger(PROMPTS, rows, "ratings")
     assert check.passed and check.failed_here == 1 and check.failure_rate == 1 / 3
 
@@ -28,7 +32,12 @@ def test_row_without_reason_fails() -> None:
 
 
 def test_long_format_stage_counts_each_call() -> None:
-    rows = [_row("a"), _row("a", "failed", "generations_by_model", "timeout: x"), _row("b"), _row("b"),
-            _row(None, "failed", "prompts", "m")]
+    rows = [
+        _row("a"),
+        _row("a", "failed", "generations_by_model", "timeout: x"),
+        _row("b"),
+        _row("b"),
+        _row(None, "failed", "prompts", "m"),
+    ]
     check = check_ledger(PROMPTS, rows, "generations_by_model")
     assert check.passed and check.failed_here == 1 and check.total == 5

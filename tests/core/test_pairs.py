@@ -4,7 +4,16 @@ from typing import Any
 
 import pytest
 
-from pref_assets.core.pairs import ALL_TIED, SMALL_MARGIN, TOO_FEW, NoPair, Pair, format_pair, pair_row, select_pair
+from pref_assets.core.pairs import (
+    ALL_TIED,
+    SMALL_MARGIN,
+    TOO_FEW,
+    NoPair,
+    Pair,
+    format_pair,
+    pair_row,
+    select_pair,
+)
 
 
 @pytest.mark.parametrize(
@@ -38,9 +47,18 @@ def test_chosen_is_never_rejected(scores: list[int]) -> None:
 
 
 def _row(**extra: Any) -> dict[str, Any]:
-    base = {"prompt_id": "p", "instruction": "Q?", "system_prompt": None, "messages": None,
-            "generation_models": ["m1", "m2"], "generations": ["good", "bad"], "scores": [5.0, 2.0],
-            "status": "ok", "failed_stage": None, "reason": None}
+    base = {
+        "prompt_id": "p",
+        "instruction": "Q?",
+        "system_prompt": None,
+        "messages": None,
+        "generation_models": ["m1", "m2"],
+        "generations": ["good", "bad"],
+        "scores": [5.0, 2.0],
+        "status": "ok",
+        "failed_stage": None,
+        "reason": None,
+    }
     return base | extra
 
 
@@ -54,13 +72,20 @@ def test_text_pair_layout() -> None:
     ]
     assert row["rejected"][-1] == {"role": "assistant", "content": "bad"}
     assert (row["chosen_model"], row["chosen_rating"], row["rejected_model"], row["rejected_rating"]) == (
-        "m1", 5.0, "m2", 2.0)
+        "m1",
+        5.0,
+        "m2",
+        2.0,
+    )
     assert row["status"] == "ok"
 
 
 def test_chat_pair_layout_keeps_the_conversation() -> None:
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
-                {"role": "user", "content": "Tell a joke"}]
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Tell a joke"},
+    ]
     out = format_pair({"instruction": "Hi", "system_prompt": None, "messages": messages}, "A", "B")
     assert out["prompt"] == "Hi"
     assert out["chosen"] == [*messages, {"role": "assistant", "content": "A"}]
@@ -74,7 +99,11 @@ def test_tied_prompt_is_skipped_with_reason() -> None:
 
 def test_failed_prompt_stays_failed() -> None:
     row = pair_row(_row(status="failed", failed_stage="ratings", reason="judge_unparseable: x", scores=[None, None]))
-    assert (row["status"], row["failed_stage"], row["reason"]) == ("failed", "ratings", "judge_unparseable: x")
+    assert (row["status"], row["failed_stage"], row["reason"]) == (
+        "failed",
+        "ratings",
+        "judge_unparseable: x",
+    )
 
 
 def test_identical_answer_texts_make_no_pair() -> None:
@@ -86,13 +115,17 @@ def test_random_lower_draws_any_lower_answer_deterministically() -> None:
     scores = [2.0, 5.0, 1.0, 4.0, 5.0]
     picks = {select_pair(scores, rejected="random_lower", seed=f"p{i}").rejected for i in range(60)}
     assert picks == {0, 2, 3}
-    assert select_pair(scores, rejected="random_lower", seed="x") == select_pair(scores, rejected="random_lower", seed="x")
+    assert select_pair(scores, rejected="random_lower", seed="x") == select_pair(
+        scores, rejected="random_lower", seed="x"
+    )
     assert all(select_pair(scores, rejected="random_lower", seed=f"p{i}").chosen == 1 for i in range(20))
 
 
 def test_random_lower_respects_the_margin() -> None:
-    picks = {select_pair([5.0, 4.0, 2.0, 1.0], min_margin=2, rejected="random_lower", seed=f"s{i}").rejected
-             for i in range(40)}
+    picks = {
+        select_pair([5.0, 4.0, 2.0, 1.0], min_margin=2, rejected="random_lower", seed=f"s{i}").rejected
+        for i in range(40)
+    }
     assert picks == {2, 3}
 
 

@@ -31,8 +31,10 @@ def test_ok_row_gets_id_topic_and_source() -> None:
         ({"instruction": "x" * 101}, "instruction_too_long"),
         ({"messages": []}, "invalid_messages"),
         ({"messages": [{"role": "system", "content": "be brief"}]}, "invalid_messages: no user turn"),
-        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
-         "invalid_messages: ends with an assistant turn"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+            "invalid_messages: ends with an assistant turn",
+        ),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "invalid_messages"),
         ({"messages": "[not json"}, "invalid_messages: not valid JSON"),
         ({"messages": ["hi"]}, "invalid_messages: item 0 is not an object"),

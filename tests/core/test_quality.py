@@ -5,10 +5,23 @@ from typing import Any
 from pref_assets.core.quality import judge_report, pair_report, rating_histogram
 
 
-def _judgement(ratings: list, shown: list[int], *, aspect: str = "overall-rating", pass_index: int = 0,
-               failure: str | None = None, attempts: int = 1) -> dict[str, Any]:
-    return {"aspect": aspect, "pass_index": pass_index, "ratings": ratings, "shown_order": shown,
-            "failure": failure, "attempts": attempts}
+def _judgement(
+    ratings: list,
+    shown: list[int],
+    *,
+    aspect: str = "overall-rating",
+    pass_index: int = 0,
+    failure: str | None = None,
+    attempts: int = 1,
+) -> dict[str, Any]:
+    return {
+        "aspect": aspect,
+        "pass_index": pass_index,
+        "ratings": ratings,
+        "shown_order": shown,
+        "failure": failure,
+        "attempts": attempts,
+    }
 
 
 def _row(*judgements: dict[str, Any]) -> dict[str, Any]:
@@ -41,8 +54,13 @@ def test_position_swap_agreement() -> None:
 
 
 def test_histogram_per_model_includes_na_and_skips_failures() -> None:
-    rows = [_row(_judgement([None, 4], [0, 1], aspect="honesty"), _judgement([5, 4], [1, 0]),
-                 _judgement([1, 1], [0, 1], failure="judge_truncated"))]
+    rows = [
+        _row(
+            _judgement([None, 4], [0, 1], aspect="honesty"),
+            _judgement([5, 4], [1, 0]),
+            _judgement([1, 1], [0, 1], failure="judge_truncated"),
+        )
+    ]
     assert rating_histogram(rows) == {"a": {"5": 1, "N/A": 1}, "b": {"4": 2}}
 
 
@@ -54,8 +72,12 @@ def test_pair_report() -> None:
         {"status": "skipped", "reason": "fewer_than_two_rated_answers", "margin": None},
         {"status": "failed", "reason": "judge_unparseable: x", "margin": None},
     ]
-    assert pair_report(rows) == {"pairs": 2, "tie_rate": 0.25, "mean_margin": 1.5,
-                                 "skipped_by_reason": {"all_tied": 1, "fewer_than_two_rated_answers": 1}}
+    assert pair_report(rows) == {
+        "pairs": 2,
+        "tie_rate": 0.25,
+        "mean_margin": 1.5,
+        "skipped_by_reason": {"all_tied": 1, "fewer_than_two_rated_answers": 1},
+    }
 
 
 def test_empty_batch_reports_no_rates() -> None:

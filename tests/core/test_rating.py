@@ -23,17 +23,34 @@ class FakeResult:
 
 
 def _judge(**extra: Any) -> JudgeSpec:
-    base = dict(name="judge", endpoint="e", model="m", params=(("seed", 1),), aspects=("overall-rating",),
-                flavour="json_object_schema", shuffle=True, max_reasks=1)
+    base = dict(
+        name="judge",
+        endpoint="e",
+        model="m",
+        params=(("seed", 1),),
+        aspects=("overall-rating",),
+        flavour="json_object_schema",
+        shuffle=True,
+        max_reasks=1,
+    )
     return JudgeSpec(**(base | extra))
 
 
 def _row(pid: str, answers: list[str | None], status: str = "ok") -> dict[str, Any]:
-    return {"prompt_id": pid, "instruction": "Q", "topic": None, "system_prompt": None, "messages": None,
-            "generation_models": [f"m{i}" for i in range(len(answers))], "generations": answers,
-            "generation_status": ["ok" if a else "failed" for a in answers], "generation_reasons": [None] * len(answers),
-            "status": status, "failed_stage": None if status == "ok" else "generations_by_model",
-            "reason": None if status == "ok" else "no_answer: x"}
+    return {
+        "prompt_id": pid,
+        "instruction": "Q",
+        "topic": None,
+        "system_prompt": None,
+        "messages": None,
+        "generation_models": [f"m{i}" for i in range(len(answers))],
+        "generations": answers,
+        "generation_status": ["ok" if a else "failed" for a in answers],
+        "generation_reasons": [None] * len(answers),
+        "status": status,
+        "failed_stage": None if status == "ok" else "generations_by_model",
+        "reason": None if status == "ok" else "no_answer: x",
+    }
 
 
 def _verdict_json(ratings: Sequence[int]) -> str:
@@ -98,8 +115,10 @@ def test_reask_that_succeeds_gives_an_ok_row() -> None:
 
 def test_truncated_and_failed_requests_have_their_own_reasons() -> None:
     rows = [_row("p1", ["a", "b"]), _row("p2", ["a", "b"])]
-    results = [FakeResult('{"answer_1": {"rat', finish_reason="length"),
-               FakeResult(None, error_kind="http_error", error="HTTP 400: context too long")]
+    results = [
+        FakeResult('{"answer_1": {"rat', finish_reason="length"),
+        FakeResult(None, error_kind="http_error", error="HTTP 400: context too long"),
+    ]
     judge = _judge()
     out = rating_rows(rows, judge_all(plan_tasks(rows, judge), lambda calls: results, 3), judge)
     assert out[0]["reason"].startswith("judge_truncated")
@@ -113,11 +132,27 @@ def test_multi_aspect_scores_are_the_mean_and_na_is_left_out() -> None:
         for call in calls:
             text = call.messages[-1]["content"]
             if "for honesty" in text:
-                out.append(FakeResult(json.dumps({"answer_1": {"rationale": "r", "rating": "N/A"},
-                                                  "answer_2": {"rationale": "r", "rating": 2}})))
+                out.append(
+                    FakeResult(
+                        json.dumps(
+                            {
+                                "answer_1": {"rationale": "r", "rating": "N/A"},
+                                "answer_2": {"rationale": "r", "rating": 2},
+                            }
+                        )
+                    )
+                )
             else:
-                out.append(FakeResult(json.dumps({"answer_1": {"rationale": "r", "error_kind": "none", "rating": 5},
-                                                  "answer_2": {"rationale": "r", "error_kind": "none", "rating": 4}})))
+                out.append(
+                    FakeResult(
+                        json.dumps(
+                            {
+                                "answer_1": {"rationale": "r", "error_kind": "none", "rating": 5},
+                                "answer_2": {"rationale": "r", "error_kind": "none", "rating": 4},
+                            }
+                        )
+                    )
+                )
         return out
 
     rows = [_row("p", ["a", "b"])]
@@ -138,8 +173,10 @@ def test_upstream_failures_are_not_judged() -> None:
 
 def test_structured_output_flavours() -> None:
     rows = [_row("p", ["a", "b"])]
-    fmt = {f: plan_tasks(rows, _judge(flavour=f))[0].call.response_format for f in
-           ("json_object_schema", "json_schema", "tgi_grammar", "none")}
+    fmt = {
+        f: plan_tasks(rows, _judge(flavour=f))[0].call.response_format
+        for f in ("json_object_schema", "json_schema", "tgi_grammar", "none")
+    }
     assert fmt["json_object_schema"]["type"] == "json_object" and "schema" in fmt["json_object_schema"]
     assert fmt["json_schema"]["json_schema"]["schema"]["required"] == ["answer_1", "answer_2"]
     assert fmt["tgi_grammar"] == {"type": "json", "value": fmt["json_object_schema"]["schema"]}

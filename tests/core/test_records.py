@@ -7,8 +7,15 @@ from pref_assets.core.records import build_record, dataset_spec
 
 
 def _row(**extra: Any) -> dict[str, Any]:
-    return {"prompt_id": "abc", "instruction": "Q?", "topic": "math", "generation_models": ["m1", "m2", "m3"],
-            "generations": ["A", None, "C"], "scores": [4.0, None, 1.5], "judge_model": "org/judge-70b"} | extra
+    return {
+        "prompt_id": "abc",
+        "instruction": "Q?",
+        "topic": "math",
+        "generation_models": ["m1", "m2", "m3"],
+        "generations": ["A", None, "C"],
+        "scores": [4.0, None, 1.5],
+        "judge_model": "org/judge-70b",
+    } | extra
 
 
 def test_record_has_stable_ids_fields_and_suggestions() -> None:
@@ -19,15 +26,24 @@ def test_record_has_stable_ids_fields_and_suggestions() -> None:
     ratings = {s["question_name"]: s["value"] for s in record["suggestions"] if s["question_name"] != "ranking"}
     assert ratings == {"rating_1": 4, "rating_3": 2}
     assert all(s["agent"] == "org/judge-70b" and s["type"] == "model" for s in record["suggestions"])
-    assert record["metadata"] == {"topic": "math", "batch": "batch-00000", "models": "m1,m2,m3",
-                                  "judge_rating_1": 4.0, "judge_rating_3": 1.5, "judge_margin": 2.5}
+    assert record["metadata"] == {
+        "topic": "math",
+        "batch": "batch-00000",
+        "models": "m1,m2,m3",
+        "judge_rating_1": 4.0,
+        "judge_rating_3": 1.5,
+        "judge_margin": 2.5,
+    }
 
 
 def test_ranking_suggestion_orders_rated_answers_and_shares_ranks_on_ties() -> None:
     record = build_record(_row(generations=["A", "B", "C"], scores=[3.0, 5.0, 3.0]), dataset="d", batch="b")
     [ranking] = [s for s in record["suggestions"] if s["question_name"] == "ranking"]
-    assert ranking["value"] == [{"value": "response_2", "rank": 1}, {"value": "response_1", "rank": 2},
-                                {"value": "response_3", "rank": 2}]
+    assert ranking["value"] == [
+        {"value": "response_2", "rank": 1},
+        {"value": "response_1", "rank": 2},
+        {"value": "response_3", "rank": 2},
+    ]
 
 
 def test_record_of_another_dataset_gets_another_id() -> None:

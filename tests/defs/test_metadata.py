@@ -11,8 +11,12 @@ def test_histogram_chart_scales_bars_to_the_largest_count() -> None:
 
 
 def test_status_metadata_counts_reasons_by_kind() -> None:
-    frame = pl.DataFrame({"status": ["ok", "failed", "failed", "skipped"],
-                          "reason": [None, "timeout: slow", "timeout: slower", "all_tied"]})
+    frame = pl.DataFrame(
+        {
+            "status": ["ok", "failed", "failed", "skipped"],
+            "reason": [None, "timeout: slow", "timeout: slower", "all_tied"],
+        }
+    )
     meta = status_metadata(frame)
     assert (meta["ok"].value, meta["failed"].value, meta["skipped"].value) == (1, 2, 1)
     assert meta["reasons"].value == {"timeout": 2, "all_tied": 1}

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from pref_assets.definitions import JOB_NAME, build_definitions
+from pref_assets.definitions import build_definitions
 from pref_assets.publish import push
 from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
 from pref_assets.testing.fake_openai import run_fake_openai
@@ -42,8 +42,16 @@ def test_both_batches_are_published_locally_with_a_card(tmp_path: Path, monkeypa
     assert set(data["batch"]) == {"batch-00000", "batch-00001"}
     assert data["chosen"][0][-1]["role"] == "assistant" and data["prompt"][0][0]["role"] == "user"
     card = (published / "README.md").read_text()
-    for needle in ("`org/a`", "`org/b`", "`org/judge`", "`helpfulness`, `honesty`", f"{data.height} preference pairs",
-                   "from 12 prompts", "batch-00000, batch-00001", "judge "):
+    for needle in (
+        "`org/a`",
+        "`org/b`",
+        "`org/judge`",
+        "`helpfulness`, `honesty`",
+        f"{data.height} preference pairs",
+        "from 12 prompts",
+        "batch-00000, batch-00001",
+        "judge ",
+    ):
         assert needle in card
     [event] = [e for e in result.get_asset_materialization_events()
                if e.event_specific_data.materialization.asset_key == dg.AssetKey("preference_dataset")]  # fmt: skip

@@ -18,8 +18,12 @@ def test_schedule_requests_the_next_unmaterialized_batches() -> None:
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     with dg.instance_for_test() as instance:
         instance.report_runless_asset_event(dg.AssetMaterialization("dpo_pairs", partition="batch-00000"))
-        result = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW, repository_def=repo))
+        result = schedule.evaluate_tick(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW, repository_def=repo)
+        )
         assert [r.partition_key for r in result.run_requests] == ["batch-00001", "batch-00002"]
         for key in ("batch-00001", "batch-00002", "batch-00003"):
             instance.report_runless_asset_event(dg.AssetMaterialization("dpo_pairs", partition=key))
-        assert schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW, repository_def=repo)).skip_message
+        assert schedule.evaluate_tick(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW, repository_def=repo)
+        ).skip_message

@@ -55,9 +55,7 @@ def _argilla_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, DEFAULT_API_KEY)
 
 
-def _settings(
-    tmp_path: Path, llm: FakeServer, url: str | None, dataset: str, judge_seed: int = 1
-) -> Settings:
+def _settings(tmp_path: Path, llm: FakeServer, url: str | None, dataset: str, judge_seed: int = 1) -> Settings:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(f'{{"instruction": "Explain idea number {i}.", "topic": "t{i % 2}"}}\n'
                                for i in range(N_PROMPTS)))  # fmt: skip
@@ -78,9 +76,7 @@ def _run(settings: Settings, job: str = JOB_NAME, partition: str = BATCH) -> dg.
     return (
         build_definitions(settings)
         .resolve_job_def(job)
-        .execute_in_process(
-            partition_key=partition, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
-        )
+        .execute_in_process(partition_key=partition, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     )
 
 
@@ -119,9 +115,7 @@ def _annotator(client: httpx.Client, name: str) -> httpx.Client:
 
 def _respond(client: httpx.Client, record_id: str, ratings: list[int], ranking: list[int]) -> None:
     values: dict[str, Any] = {f"rating_{i + 1}": {"value": r} for i, r in enumerate(ratings)}
-    values["ranking"] = {
-        "value": [{"value": f"response_{s + 1}", "rank": k + 1} for k, s in enumerate(ranking)]
-    }
+    values["ranking"] = {"value": [{"value": f"response_{s + 1}", "rank": k + 1} for k, s in enumerate(ranking)]}
     answer = client.post(f"/records/{record_id}/responses", json={"values": values, "status": "submitted"})
     assert answer.status_code == 201, answer.text
 
@@ -134,9 +128,7 @@ def _a_judged_pair(settings: Settings, partition: str) -> dict[str, Any]:
 
 def _sensor_context(settings: Settings, cursor: str | None) -> dg.SensorEvaluationContext:
     resources = {"argilla": build_argilla_resource(settings.argilla)}
-    return dg.build_sensor_context(
-        cursor=cursor, resources=resources, instance=dg.DagsterInstance.ephemeral()
-    )
+    return dg.build_sensor_context(cursor=cursor, resources=resources, instance=dg.DagsterInstance.ephemeral())
 
 
 def _slot(settings: Settings, model: str) -> int:
@@ -290,9 +282,7 @@ def _foreign_dataset(client: httpx.Client, name: str, rating_options: int, *, pu
 
 
 @pytest.mark.slow
-def test_an_incompatible_existing_dataset_is_named(
-    tmp_path: Path, llm: FakeServer, argilla: ArgillaServer
-) -> None:
+def test_an_incompatible_existing_dataset_is_named(tmp_path: Path, llm: FakeServer, argilla: ArgillaServer) -> None:
     with argilla.client() as client:
         _foreign_dataset(client, "other", 10, publish=True)
     message = _failure(_run(_settings(tmp_path, llm, argilla.url, "other")))
@@ -302,9 +292,7 @@ def test_an_incompatible_existing_dataset_is_named(
 
 
 @pytest.mark.slow
-def test_a_dataset_left_half_created_is_completed(
-    tmp_path: Path, llm: FakeServer, argilla: ArgillaServer
-) -> None:
+def test_a_dataset_left_half_created_is_completed(tmp_path: Path, llm: FakeServer, argilla: ArgillaServer) -> None:
     with argilla.client() as client:
         _foreign_dataset(client, "half", 5, publish=False)
         settings = _settings(tmp_path, llm, argilla.url, "half")
@@ -314,9 +302,7 @@ def test_a_dataset_left_half_created_is_completed(
     assert dataset["status"] == "ready"
 
 
-def test_without_argilla_the_graph_materializes_and_the_judge_decides(
-    tmp_path: Path, llm: FakeServer
-) -> None:
+def test_without_argilla_the_graph_materializes_and_the_judge_decides(tmp_path: Path, llm: FakeServer) -> None:
     settings = _settings(tmp_path, llm, None, "unused")
     assert _run(settings).success and _run(settings, REVIEW_JOB_NAME).success
     labels = _read(settings, "human_feedback")

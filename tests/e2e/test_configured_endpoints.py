@@ -22,17 +22,31 @@ def _config(tmp_path: Path, first: str, second: str) -> Path:
     config = {
         "storage_dir": str(tmp_path / "store"),
         "batch_size": 12,
-        "source": {"kind": "files", "paths": [str(prompts)], "columns": {"instruction": "question", "topic": "area"}},
+        "source": {
+            "kind": "files",
+            "paths": [str(prompts)],
+            "columns": {"instruction": "question", "topic": "area"},
+        },
         "endpoints": [
-            {"name": "first", "base_url": first, "api_key_env": "FIRST_KEY", "max_attempts": 6,
-             "structured_output": "json_schema"},
+            {
+                "name": "first",
+                "base_url": first,
+                "api_key_env": "FIRST_KEY",
+                "max_attempts": 6,
+                "structured_output": "json_schema",
+            },
             {"name": "second", "base_url": second, "max_concurrency": 4, "timeout_s": 5},
         ],
         "generators": [
             {"name": "gen-a", "endpoint": "first", "model": "org/model-a", "params": {"max_tokens": 64}},
             {"name": "gen-b", "endpoint": "second", "model": "org/model-b", "params": {"temperature": 0.7}},
         ],
-        "judge": {"name": "judge", "endpoint": "first", "model": "org/judge-70b", "aspects": ["overall-rating"]},
+        "judge": {
+            "name": "judge",
+            "endpoint": "first",
+            "model": "org/judge-70b",
+            "aspects": ["overall-rating"],
+        },
     }
     path = tmp_path / "pref_assets.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -47,8 +61,10 @@ def test_pipeline_runs_on_configured_servers_with_faults(tmp_path: Path, monkeyp
     ):
         settings = load_settings(_config(tmp_path, first.base_url, second.base_url))
         instance = dg.DagsterInstance.ephemeral()
-        result = build_definitions(settings).resolve_job_def(JOB_NAME).execute_in_process(
-            partition_key="batch-00000", instance=instance
+        result = (
+            build_definitions(settings)
+            .resolve_job_def(JOB_NAME)
+            .execute_in_process(partition_key="batch-00000", instance=instance)
         )
         assert result.success
         _assert_secret_nowhere(instance, result.run_id)

@@ -27,8 +27,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInPro
     generators = [g.model_copy(update={"params": g.params | {"max_tokens": 48}}) for g in defaults.generators]
     judge = JudgeSettings(**defaults.judge.model_dump() | {"aspects": ["helpfulness", "honesty"]})
     settings = Settings(storage_dir=str(base), batch_size=3, generators=generators, judge=judge)
-    result = build_definitions(settings).resolve_job_def(JOB_NAME).execute_in_process(
-        partition_key="batch-00001", instance=dg.DagsterInstance.ephemeral()
+    result = (
+        build_definitions(settings)
+        .resolve_job_def(JOB_NAME)
+        .execute_in_process(partition_key="batch-00001", instance=dg.DagsterInstance.ephemeral())
     )
     return base, result
 

@@ -31,13 +31,20 @@ def test_every_format_reads_the_same_rows(tmp_path: Path) -> None:
     paths = [
         _write(tmp_path / "p.jsonl", "".join(json.dumps(r) + "\n" for r in records)),
         _write(tmp_path / "p.json", json.dumps(records)),
-        _write(tmp_path / "p.csv", "q,t\nFirst?,a\n\"Second, with ünïcode?\",b\n"),
+        _write(tmp_path / "p.csv", 'q,t\nFirst?,a\n"Second, with ünïcode?",b\n'),
     ]
     pl.DataFrame(records).write_parquet(tmp_path / "p.parquet")
     paths.append(tmp_path / "p.parquet")
     for path in paths:
-        rows = normalize_rows(read_files([str(path)], {"instruction": "q", "topic": "t"}), {"instruction": "q", "topic": "t"}, max_chars=99)
-        assert [(r["instruction"], r["topic"]) for r in rows] == [("First?", "a"), ("Second, with ünïcode?", "b")], path
+        rows = normalize_rows(
+            read_files([str(path)], {"instruction": "q", "topic": "t"}),
+            {"instruction": "q", "topic": "t"},
+            max_chars=99,
+        )
+        assert [(r["instruction"], r["topic"]) for r in rows] == [
+            ("First?", "a"),
+            ("Second, with ünïcode?", "b"),
+        ], path
 
 
 def test_source_refs_name_file_and_line(tmp_path: Path) -> None:
@@ -52,7 +59,11 @@ def test_source_refs_name_file_and_line(tmp_path: Path) -> None:
         ("blank.jsonl", b"\n  \n", "the file has no rows"),
         ("bad.jsonl", b'{"instruction": "ok"}\n{"instruction": oops}\n', r"bad.jsonl:2: malformed JSON"),
         ("list.jsonl", b'["instruction"]\n', r"list.jsonl:1: expected a JSON object"),
-        ("latin1.jsonl", '{"instruction": "ok"}\n{"instruction": "café"}\n'.encode("latin-1"), r"latin1.jsonl:2: not UTF-8"),
+        (
+            "latin1.jsonl",
+            '{"instruction": "ok"}\n{"instruction": "café"}\n'.encode("latin-1"),
+            r"latin1.jsonl:2: not UTF-8",
+        ),
         ("nocol.jsonl", b'{"question": "x"}\n', r"nocol.jsonl: no column 'instruction'.*\['question'\]"),
         ("obj.json", b'{"instruction": "x"}', r"expected a JSON array"),
         ("items.json", b'[{"instruction": "x"}, 3]', r"item 1: expected an object"),

@@ -15,7 +15,10 @@ def test_unreachable_hub_fails_fast_and_names_alternatives(monkeypatch: pytest.M
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     started = time.monotonic()
-    with pytest.raises(PromptSourceError, match=r"argilla/10Kprompts-mini.*unreachable.*no cached copy.*kind: files.*embedded"):
+    with pytest.raises(
+        PromptSourceError,
+        match=r"argilla/10Kprompts-mini.*unreachable.*no cached copy.*kind: files.*embedded",
+    ):
         read_source(SourceSettings(kind="hub", repo_id="argilla/10Kprompts-mini"))
     assert time.monotonic() - started < 10
 
