@@ -1,0 +1,574 @@
+"""Benchmark of the request path: the pipeline against the fake OpenAI-compatible server.
+
+    .venv/bin/python bench/engine.py [--scenario A|B|C|overhead|all] [--prompts N] [--repeat K]
+
+A         the whole job on one partition of N prompts (2 generators + judge, 0.5 s latency, concurrency
+          100, request cache off): job wall and LLM-step time against the endpoint-bound limit 3*N*L/C,
+          and distilabel 1.5.3 on the same prompts and server when .venvs/distilabel exists.
+B         an RPM cap on the server (429 + Retry-After beyond it): achieved RPM / cap, 429s, failed rows.
+C         `dagster asset materialize` killed with SIGKILL halfway through the generations, then rerun on
+          the same storage (request cache on): requests repeated after success, rows lost.
+overhead  ChatClient/run_calls at 0 latency, concurrency 64 and 256, against a raw asyncio HTTP/1.1
+          client on the same server: requests per second.
+
+Every scenario prints its figures; a table with the targets closes the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import dagster as dg
+import polars as pl
+import yaml
+
+from pref_assets.clients.cache import RequestCache
+from pref_assets.clients.llm import ChatClient
+from pref_assets.clients.runner import run_calls
+from pref_assets.core.calls import Call
+from pref_assets.definitions import JOB_NAME, build_definitions
+from pref_assets.settings import (
+    CacheSettings,
+    EndpointSettings,
+    JudgeSettings,
+    ModelSettings,
+    Settings,
+    SourceSettings,
+)
+from pref_assets.sources.embedded import embedded_path
+from pref_assets.testing.fake_openai import FakeServer, run_fake_openai
+
+ROOT = Path(__file__).resolve().parents[1]
+DISTILABEL_PYTHON = ROOT / ".venvs" / "distilabel" / "bin" / "python"
+DISTILABEL_SCRIPT = ROOT / "bench" / "distilabel_pipeline.py"
+PARTITION = "batch-00000"
+ASSETS = ("prompts", "generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records")
+LLM_STEPS = ("generations_by_model", "ratings")
+ENDPOINT = "fake"
+MODEL = "fake-model"
+CONCURRENCY = 100
+LATENCY_A = 0.5
+LATENCY_B = 0.2
+LATENCY_C = 1.5
+REQUESTS_PER_PROMPT = 3
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One line of the closing table."""
+
+    name: str
+    value: str
+    target: str = ""
+    met: bool | None = None
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One in-process run of the job: wall time, step durations, row statuses per asset."""
+
+    success: bool
+    wall_s: float
+    cpu_s: float
+    steps_s: dict[str, float]
+    statuses: dict[str, dict[str, int]]
+
+    @property
+    def llm_s(self) -> float:
+        """Return the summed duration of the steps that call the LLM endpoint."""
+        return sum(self.steps_s.get(step, 0.0) for step in LLM_STEPS)
+
+    def count(self, asset: str, status: str) -> int:
+        """Return how many rows of ``asset`` have ``status``."""
+        return self.statuses.get(asset, {}).get(status, 0)
+
+    def rows(self, asset: str) -> int:
+        """Return how many rows ``asset`` holds."""
+        return sum(self.statuses.get(asset, {}).values())
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def write_prompts(path: Path, n: int) -> Path:
+    """Write ``n`` distinct prompts: the embedded set, then numbered variants of it."""
+    base = [json.loads(line) for line in embedded_path().read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i in range(n):
+        row = dict(base[i % len(base)])
+        if i >= len(base):
+            row["instruction"] = f"{row['instruction']} (variant {i // len(base)})"
+        rows.append(json.dumps(row, ensure_ascii=False))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def pipeline_settings(base_url: str, prompts: Path, n: int, store: Path, *, cache: bool) -> Settings:
+    """Return settings for one partition of ``n`` prompts, every model on the fake server."""
+    endpoint = EndpointSettings(
+        name=ENDPOINT, base_url=base_url, max_concurrency=CONCURRENCY, structured_output="json_schema"
+    )
+    generators = [
+        ModelSettings(name=f"gen-{t}", endpoint=ENDPOINT, model=MODEL, params={"temperature": t, "max_tokens": 64})
+        for t in (0.2, 1.0)
+    ]
+    judge = JudgeSettings(name="judge", endpoint=ENDPOINT, model=MODEL, params={"temperature": 0.0, "max_tokens": 384})
+    source = SourceSettings(kind="files", paths=[str(prompts)], limit=n)
+    return Settings(
+        storage_dir=str(store),
+        batch_size=n,
+        source=source,
+        endpoints=[endpoint],
+        generators=generators,
+        judge=judge,
+        cache=CacheSettings(enabled=cache),
+    )
+
+
+def run_job(settings: Settings) -> JobRun:
+    """Run all six assets for the partition in process and collect the figures."""
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = job.execute_in_process(
+        run_config=QUIET_CONSOLE,
+        partition_key=PARTITION,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    steps = {
+        event.step_key: event.event_specific_data.duration_ms / 1000
+        for event in result.all_events
+        if event.event_type == dg.DagsterEventType.STEP_SUCCESS and event.step_key
+    }
+    return JobRun(result.success, wall, cpu, steps, read_statuses(Path(settings.storage_dir)))
+
+
+def read_statuses(store: Path) -> dict[str, dict[str, int]]:
+    """Return the row-status counts of every materialized asset of the partition."""
+    counts = {}
+    for asset in ASSETS:
+        path = store / asset / f"{PARTITION}.parquet"
+        if path.is_file():
+            column = pl.read_parquet(path, columns=["status"])["status"]
+            counts[asset] = {str(k): int(v) for k, v in column.value_counts().iter_rows()}
+    return counts
+
+
+def ok_200(stats: dict[str, Any]) -> int:
+    """Return how many requests the server answered with 200."""
+    return int(stats["by_status"].get("200", 0))
+
+
+def describe_steps(run: JobRun) -> str:
+    """Return the step durations as one line."""
+    return " ".join(f"{step}={seconds:.2f}s" for step, seconds in run.steps_s.items())
+
+
+# ---------------------------------------------------------------- scenario A and distilabel
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One distilabel run: its own wall (pipeline.run), the process wall, outputs and server counters."""
+
+    wall_s: float
+    process_s: float
+    outputs: int
+    stats: dict[str, Any]
+
+
+def scenario_a(n: int, repeat: int, work: Path) -> list[Figure]:
+    """Run the job (and distilabel, side by side) ``repeat`` times on one fake server."""
+    prompts = write_prompts(work / "prompts_a.jsonl", n)
+    limit = REQUESTS_PER_PROMPT * n * LATENCY_A / CONCURRENCY
+    ours: list[JobRun] = []
+    peers: list[Peer] = []
+    with run_fake_openai(latency=LATENCY_A) as server:
+        for i in range(repeat):
+            server.reset()
+            run = run_job(pipeline_settings(server.base_url, prompts, n, work / f"a{i}", cache=False))
+            stats = server.stats()
+            ours.append(run)
+            print(
+                f"A[{i}] ok={run.success} job={run.wall_s:.2f}s llm={run.llm_s:.2f}s limit={limit:.2f}s "
+                f"outside_llm_steps={run.wall_s - run.llm_s:.2f}s process_cpu={run.cpu_s:.2f}s "
+                f"requests={stats['requests']} max_in_flight={stats['max_in_flight']} {describe_steps(run)}"
+            )
+            if DISTILABEL_PYTHON.exists():
+                peers.append(run_distilabel(server, prompts))
+                peer = peers[-1]
+                print(
+                    f"A[{i}] distilabel wall={peer.wall_s:.2f}s process={peer.process_s:.2f}s "
+                    f"outputs={peer.outputs} requests={peer.stats['requests']} "
+                    f"max_in_flight={peer.stats['max_in_flight']} ratio={peer.wall_s / run.wall_s:.2f}x"
+                )
+    return a_figures(ours, peers, limit, n)
+
+
+def run_distilabel(server: FakeServer, prompts: Path) -> Peer:
+    """Run bench/distilabel_pipeline.py in its own venv against ``server`` (counters reset first)."""
+    server.reset()
+    command = [
+        str(DISTILABEL_PYTHON),
+        str(DISTILABEL_SCRIPT),
+        "--base-url",
+        server.base_url,
+        "--prompts-file",
+        str(prompts),
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    process_s = time.perf_counter() - started
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"distilabel run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads(line.removeprefix("RESULT "))
+    return Peer(float(result["wall_s"]), process_s, int(result["outputs"]), server.stats())
+
+
+def a_figures(ours: list[JobRun], peers: list[Peer], limit: float, n: int) -> list[Figure]:
+    """Return the medians of scenario A and of the side-by-side ratio."""
+    job = statistics.median(r.wall_s for r in ours)
+    llm = statistics.median(r.llm_s for r in ours)
+    complete = all(r.success and r.rows("dpo_pairs") == n for r in ours)
+    figures = [
+        Figure(
+            f"A job wall (median of {len(ours)})",
+            f"{job:.2f}s = {job / limit:.2f}x limit {limit:.2f}s",
+            "<= 1.25x",
+            job / limit <= 1.25,
+        ),
+        Figure(
+            "A LLM steps (gen + ratings)",
+            f"{llm:.2f}s = {llm / limit:.2f}x limit",
+            "<= 1.25x",
+            llm / limit <= 1.25,
+        ),
+        Figure("A runs complete", f"{complete} ({n} pair rows each)"),
+    ]
+    if peers:
+        ratio = statistics.median(p.wall_s / r.wall_s for p, r in zip(peers, ours, strict=True))
+        wall = statistics.median(p.wall_s for p in peers)
+        figures += [
+            Figure(
+                "A distilabel wall (median)",
+                f"{wall:.2f}s, outputs {sorted({p.outputs for p in peers})}, "
+                f"requests {sorted({p.stats['requests'] for p in peers})}, "
+                f"max in flight {sorted({p.stats['max_in_flight'] for p in peers})}",
+            ),
+            Figure("A distilabel / ours (median)", f"{ratio:.2f}x", ">= 5x", ratio >= 5),
+        ]
+    else:
+        figures.append(Figure("A distilabel / ours", f"skipped: {DISTILABEL_PYTHON} missing", ">= 5x"))
+    return figures
+
+
+# ---------------------------------------------------------------- scenario B
+
+
+def scenario_b(n: int, rpm: float, work: Path) -> list[Figure]:
+    """Run the job against a server capped at ``rpm`` requests per minute."""
+    prompts = write_prompts(work / "prompts_b.jsonl", n)
+    with run_fake_openai(latency=LATENCY_B, rpm=rpm) as server:
+        server.reset()
+        run = run_job(pipeline_settings(server.base_url, prompts, n, work / "b", cache=False))
+        stats = server.stats()
+    achieved = ok_200(stats) / (run.llm_s or run.wall_s) * 60
+    failed = sum(run.count(asset, "failed") for asset in LLM_STEPS)
+    too_many = int(stats["by_status"].get("429", 0))
+    print(
+        f"B ok={run.success} prompts={n} rpm_cap={rpm:g} job={run.wall_s:.1f}s llm={run.llm_s:.1f}s "
+        f"requests={stats['requests']} by_status={stats['by_status']} achieved_rpm={achieved:.0f} "
+        f"statuses={run.statuses}"
+    )
+    return [
+        Figure(
+            "B achieved RPM / cap",
+            f"{achieved:.0f} / {rpm:g} = {achieved / rpm:.0%}",
+            ">= 95%",
+            achieved / rpm >= 0.95,
+        ),
+        Figure("B 429s received", f"{too_many} ({stats['requests']} requests)"),
+        Figure("B failed rows (generations + ratings)", str(failed), "0", failed == 0),
+    ]
+
+
+# ---------------------------------------------------------------- scenario C
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    """The first run's kill: when, what the server had answered, what the client had stored."""
+
+    seconds: float
+    answered_at_kill: int
+    in_flight_at_kill: int
+    answered_after_drain: int
+    stored_by_client: int
+
+    @property
+    def never_stored(self) -> int:
+        """Return the answers the server sent (or finished after the kill) that the client never stored."""
+        return self.answered_after_drain - self.stored_by_client
+
+
+def scenario_c(n: int, work: Path) -> list[Figure]:
+    """Kill a CLI run halfway through the generations, rerun it, count repeats and lost rows."""
+    prompts = write_prompts(work / "prompts_c.jsonl", n)
+    store, home = work / "c", work / "dagster_home"
+    home.mkdir()
+    with run_fake_openai(latency=LATENCY_C) as server:
+        settings = pipeline_settings(server.base_url, prompts, n, store, cache=True)
+        config = work / "pref_assets_c.yaml"
+        config.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+        env = {**os.environ, "PREF_ASSETS_CONFIG": str(config), "DAGSTER_HOME": str(home)}
+        server.reset()
+        kill = kill_halfway(start_materialize(env, work / "c_run1.log"), server, half=n, cache=settings.cache_path())
+        first_requests = server.stats()["requests"]
+        rerun = start_materialize(env, work / "c_run2.log")
+        started = time.perf_counter()
+        code = rerun.wait()
+        rerun_s = time.perf_counter() - started
+        stats = server.stats()
+    statuses = read_statuses(store)
+    rows = sum(statuses.get("dpo_pairs", {}).values())
+    repeated = int(stats["repeated_after_success"])
+    print(
+        f"C killed at {kill.seconds:.1f}s: server answered={kill.answered_at_kill} "
+        f"in_flight={kill.in_flight_at_kill} answered_after_drain={kill.answered_after_drain} "
+        f"stored_by_client={kill.stored_by_client}; run1 requests={first_requests}; "
+        f"rerun exit={code} {rerun_s:.1f}s requests={stats['requests'] - first_requests}; "
+        f"repeated_after_success={repeated}; statuses={statuses}"
+    )
+    beyond = repeated - kill.never_stored
+    return [
+        Figure("C repeated after success (server)", str(repeated), "0", repeated == 0),
+        Figure(
+            "C  of which answered, never stored",
+            f"{kill.never_stored} ({kill.in_flight_at_kill} in flight at kill)",
+        ),
+        Figure("C  of which stored, asked again", str(beyond), "0", beyond == 0),
+        Figure("C rows lost", f"{n - rows} (dpo_pairs rows {rows} of {n})", "0", rows == n),
+    ]
+
+
+def start_materialize(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `dagster asset materialize` of all assets of the partition in its own process group."""
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "--select",
+        "*",
+        "--partition",
+        PARTITION,
+        "-m",
+        "pref_assets.definitions",
+    ]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def kill_halfway(process: subprocess.Popen[bytes], server: FakeServer, half: int, cache: str | None) -> KillPoint:
+    """SIGKILL the run's process group once ``half`` requests are answered; wait for the server to drain."""
+    started = time.perf_counter()
+    while ok_200(server.stats()) < half:
+        if process.poll() is not None:
+            raise RuntimeError(f"the run ended (exit {process.returncode}) before it could be killed")
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    at_kill = server.stats()
+    seconds = time.perf_counter() - started
+    while server.stats()["in_flight"]:
+        time.sleep(0.05)
+    drained = ok_200(server.stats())
+    return KillPoint(seconds, ok_200(at_kill), int(at_kill["in_flight"]), drained, stored_responses(cache))
+
+
+def stored_responses(path: str | None) -> int:
+    """Return how many responses the request cache at ``path`` holds."""
+    if path is None or not Path(path).is_file():
+        return 0
+    cache = RequestCache(path)
+    try:
+        return cache.count()
+    finally:
+        cache.close()
+
+
+# ---------------------------------------------------------------- overhead
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Requests per second, and this process's CPU time per request (the server runs elsewhere)."""
+
+    per_s: float
+    cpu_ms: float
+
+
+def scenario_overhead(requests: int) -> list[Figure]:
+    """Compare ChatClient/run_calls with a raw asyncio client on a 0-latency server."""
+    figures = []
+    with run_fake_openai() as server:
+        for concurrency in (64, 256):
+            ours = measure(server, requests, lambda c=concurrency: send_ours(server.base_url, requests, c))
+            raw = measure(server, requests, lambda c=concurrency: send_raw(server.base_url, requests, c))
+            print(
+                f"overhead c={concurrency}: ours {ours.per_s:.0f} req/s ({ours.cpu_ms:.2f} ms CPU/request), "
+                f"raw asyncio {raw.per_s:.0f} req/s ({raw.cpu_ms:.2f} ms CPU/request), "
+                f"ours/raw {ours.per_s / raw.per_s:.2f}"
+            )
+            figures += [
+                Figure(
+                    f"overhead ours c={concurrency}",
+                    f"{ours.per_s:.0f} req/s, {ours.cpu_ms:.2f} ms CPU/req ({ours.per_s / raw.per_s:.0%} of raw)",
+                    ">= 2000",
+                    ours.per_s >= 2000,
+                ),
+                Figure(
+                    f"overhead raw asyncio c={concurrency}",
+                    f"{raw.per_s:.0f} req/s, {raw.cpu_ms:.2f} ms CPU/req",
+                ),
+            ]
+    return figures
+
+
+def measure(server: FakeServer, requests: int, send: Callable[[], None]) -> Throughput:
+    """Time ``send()`` (wall and this process's CPU) and check that every request got a 200."""
+    server.reset()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    send()
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    stats = server.stats()
+    if stats["requests"] != requests or ok_200(stats) != requests:
+        raise RuntimeError(f"overhead run: {stats['requests']} requests, {stats['by_status']}")
+    return Throughput(requests / wall, cpu / requests * 1000)
+
+
+def overhead_calls(requests: int) -> list[Call]:
+    """Return ``requests`` distinct generation calls."""
+    return [
+        Call(
+            ENDPOINT,
+            MODEL,
+            ({"role": "user", "content": f"Say something about item {i}."},),
+            (("max_tokens", 64),),
+        )
+        for i in range(requests)
+    ]
+
+
+def send_ours(base_url: str, requests: int, concurrency: int) -> None:
+    """Send ``requests`` calls through run_calls with one ChatClient (no cache) at ``concurrency``."""
+    results = run_calls(overhead_calls(requests), lambda _: ChatClient(base_url, max_concurrency=concurrency))
+    if not all(r.ok for r in results):
+        raise RuntimeError("overhead: some calls failed")
+
+
+def send_raw(base_url: str, requests: int, concurrency: int) -> None:
+    """Send ``requests`` calls over ``concurrency`` plain asyncio HTTP/1.1 keep-alive connections."""
+    url = urlsplit(base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    payloads = (raw_request(host, port, call) for call in overhead_calls(requests))
+    asyncio.run(raw_clients(host, port, payloads, concurrency))
+
+
+def raw_request(host: str, port: int, call: Call) -> bytes:
+    """Return the bytes of one chat-completions POST."""
+    body = json.dumps({"model": call.model, "messages": list(call.messages), **dict(call.params)}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def raw_clients(host: str, port: int, payloads: Iterator[bytes], connections: int) -> None:
+    """Send every payload over ``connections`` keep-alive connections."""
+    await asyncio.gather(*(raw_connection(host, port, payloads) for _ in range(connections)))
+
+
+async def raw_connection(host: str, port: int, payloads: Iterator[bytes]) -> None:
+    """Send payloads one after another on one connection until none are left; read each answer whole."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for payload in payloads:
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            json.loads(await reader.readexactly(content_length(head)))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def content_length(head: bytes) -> int:
+    """Return the Content-Length of a response head."""
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise ValueError("response without Content-Length")
+
+
+# ---------------------------------------------------------------- main
+
+
+def print_table(figures: list[Figure]) -> None:
+    """Print every figure with its target and whether it is met."""
+    width = max(len(f.name) for f in figures)
+    value_width = max(len(f.value) for f in figures)
+    print(f"\n{'figure':<{width}}  {'value':<{value_width}}  {'target':<9}  met")
+    for f in figures:
+        met = "-" if f.met is None else "yes" if f.met else "NO"
+        print(f"{f.name:<{width}}  {f.value:<{value_width}}  {f.target:<9}  {met}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", choices=["A", "B", "C", "overhead", "all"], default="all")
+    parser.add_argument("--prompts", type=int, default=200, help="prompts for A (and distilabel) and C")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of A and distilabel; medians are reported")
+    parser.add_argument("--rpm", type=float, default=1200, help="B: the server's requests-per-minute cap")
+    parser.add_argument("--b-prompts", type=int, default=300, help="B: prompts (3 requests each)")
+    parser.add_argument("--requests", type=int, default=5000, help="overhead: requests per measurement")
+    args = parser.parse_args()
+    chosen = ["overhead", "A", "B", "C"] if args.scenario == "all" else [args.scenario]
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="pref-bench-") as tmp:
+        work = Path(tmp)
+        for name in chosen:
+            if name == "overhead":
+                figures += scenario_overhead(args.requests)
+            elif name == "A":
+                figures += scenario_a(args.prompts, args.repeat, work)
+            elif name == "B":
+                figures += scenario_b(args.b_prompts, args.rpm, work)
+            else:
+                figures += scenario_c(args.prompts, work)
+    print_table(figures)
+
+
+if __name__ == "__main__":
+    main()
