@@ -162,7 +162,8 @@ def _call_llm(
     try:
         return run_calls(calls, llm.client, budget=budget, log=context.log.info)
     except EndpointParkedError as err:
-        raise dg.Failure(description=str(err)) from err
+        # A step retry would meet the same open breaker; the user reruns when the endpoint is back.
+        raise dg.Failure(description=str(err), allow_retries=False) from err
 
 
 def _judge_tokens(outcomes: list[Outcome], judge: JudgeSettings) -> dict[str, dg.MetadataValue]:
