@@ -3,6 +3,7 @@
 #   ./dev.sh run [BATCH]   install, run all six assets for one batch on the embedded default, print the pairs' path
 #   ./dev.sh test [ARGS]   install (with the test servers), run the whole test suite
 #   ./dev.sh ui            open the Dagster UI (webserver + daemon) on http://127.0.0.1:3000
+#   ./dev.sh argilla       install and start a local Argilla on http://127.0.0.1:6900 (key argilla.apikey)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -52,12 +53,16 @@ case "${1:-}" in
     "$VENV/bin/ruff" check pref_assets tests bench tools
     "$PY" -m pytest "$@"
     ;;
+  argilla)
+    tools/argilla/install.sh
+    exec "$ROOT/.venvs/argilla/bin/python" tools/argilla/serve.py --port "${2:-6900}"
+    ;;
   ui)
     install
     exec "$VENV/bin/dagster" dev -w workspace.yaml
     ;;
   *)
-    sed -n '2,6p' "$0"
+    sed -n '2,7p' "$0"
     exit 2
     ;;
 esac
