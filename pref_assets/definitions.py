@@ -18,8 +18,9 @@ JOB_NAME = "preference_job"
 REVIEW_JOB_NAME = "review_job"
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
-    """Return the project's definitions for ``settings``."""
+def build_definitions(settings: Settings, executor: dg.ExecutorDefinition = dg.in_process_executor) -> dg.Definitions:
+    """Return the project's definitions for ``settings``; steps run in one process unless ``executor`` says
+    otherwise (``deploy/celery`` and ``deploy/k8s`` pass theirs)."""
     partitions = build_partitions(settings)
     assets = build_assets(settings, partitions)
     job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.assets(*assets))
@@ -44,7 +45,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "parquet_io": ParquetIOManager(base_dir=settings.storage_dir),
             "hub": build_hub_resource(settings),
         },
-        executor=dg.in_process_executor,
+        executor=executor,
     )
 
 

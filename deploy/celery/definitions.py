@@ -14,7 +14,6 @@ PostgreSQL one when workers run on other hosts) and the same ``storage_dir``.
 
 from __future__ import annotations
 
-import dagster as dg
 from dagster_celery import celery_executor
 
 from pref_assets.definitions import build_definitions
@@ -29,19 +28,4 @@ CELERY_EXECUTOR = celery_executor.configured(
 )
 
 
-def with_executor(defs: dg.Definitions, executor: dg.ExecutorDefinition) -> dg.Definitions:
-    """Return ``defs`` with every job that names no executor of its own running on ``executor``."""
-    return dg.Definitions(
-        assets=defs.assets,
-        asset_checks=defs.asset_checks,
-        jobs=defs.jobs,
-        schedules=defs.schedules,
-        sensors=defs.sensors,
-        resources=defs.resources,
-        loggers=defs.loggers,
-        metadata=defs.metadata,
-        executor=executor,
-    )
-
-
-defs = with_executor(build_definitions(load_settings()), CELERY_EXECUTOR)
+defs = build_definitions(load_settings(), executor=CELERY_EXECUTOR)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import yaml
 from dagster_k8s import k8s_job_executor
 
@@ -27,21 +26,6 @@ def load_executor_config(path: Path = EXECUTOR_CONFIG_FILE) -> dict[str, Any]:
     return dict(document["execution"]["config"])
 
 
-def with_executor(defs: dg.Definitions, executor: dg.ExecutorDefinition) -> dg.Definitions:
-    """Return ``defs`` with every job that names no executor of its own running on ``executor``."""
-    return dg.Definitions(
-        assets=defs.assets,
-        asset_checks=defs.asset_checks,
-        jobs=defs.jobs,
-        schedules=defs.schedules,
-        sensors=defs.sensors,
-        resources=defs.resources,
-        loggers=defs.loggers,
-        metadata=defs.metadata,
-        executor=executor,
-    )
-
-
 K8S_EXECUTOR = k8s_job_executor.configured(load_executor_config(), name="k8s_steps")
 
-defs = with_executor(build_definitions(load_settings()), K8S_EXECUTOR)
+defs = build_definitions(load_settings(), executor=K8S_EXECUTOR)

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from orchestration_services import DEPLOY, fake_settings, write_settings
 
-from pref_assets.definitions import JOB_NAME
+from pref_assets.definitions import JOB_NAME, build_definitions
+from pref_assets.settings import load_settings
 
 pytest.importorskip("dagster_k8s", reason="dagster-k8s is not installed (the project's `scale` extra)")
 
@@ -51,7 +52,7 @@ def test_code_location_runs_the_job_on_the_configured_k8s_executor(k8s_module: M
 
 
 def test_executor_yaml_is_valid_run_config_for_k8s_job_executor(k8s_module: ModuleType) -> None:
-    plain = k8s_module.with_executor(k8s_module.defs, k8s_job_executor)
+    plain = build_definitions(load_settings(), executor=k8s_job_executor)
     job = plain.resolve_job_def(JOB_NAME)
 
     processed = dg.validate_run_config(job, _run_config())
