@@ -46,10 +46,11 @@ class TokenBucket:
             self.level -= amount
 
     def set_rate(self, per_minute: float, now: float) -> None:
-        """Change the budget to ``per_minute``; the burst allowance is one second's worth."""
+        """Change the budget to a limit learned from a server: ``per_minute``, with a small burst
+        (a quarter second's worth), since the server's own burst allowance is unknown."""
         self._refill(now)
         self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate)
+        self.capacity = max(1.0, self.rate / 4)
         self.level = min(self.level, self.capacity)
 
     def _refill(self, now: float) -> None:
