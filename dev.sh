@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set-up and everyday commands. Each one installs what it needs first (idempotent, fast when done).
-#   ./dev.sh run [BATCH]   install, run all six assets for one batch on the embedded default, print the pairs' path
+#   ./dev.sh run [BATCH]   install, run every asset for one batch on the embedded default, print the pairs' path
 #   ./dev.sh test [ARGS]   install (with the test servers), run the whole test suite
 #   ./dev.sh ui            open the Dagster UI (webserver + daemon) on http://127.0.0.1:3000
 #   ./dev.sh argilla       install and start a local Argilla on http://127.0.0.1:6900 (key argilla.apikey)

@@ -166,7 +166,9 @@ class Settings(_Strict):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
-    budget_usd_per_partition: float | None = Field(None, gt=0, description="stop new requests past this spend")
+    budget_usd_per_step: float | None = Field(
+        None, gt=0, description="per LLM step of a batch (generations, ratings): stop new requests past this spend"
+    )
     max_failure_rate: float = Field(0.5, ge=0, le=1, description="a stage failing more rows than this stops")
     argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)
 

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,6 +21,8 @@ CONNECTION_ERROR = "connection_error"
 TIMEOUT = "timeout"
 BAD_RESPONSE = "bad_response"
 CIRCUIT_OPEN = "circuit_open"
+REFUSED = "budget_exhausted"
+Admit = Callable[[], str | None]
 # httpx's pool scans all its connections on every request, so its CPU cost grows with the pool size:
 # several small pools (round robin) cost a fraction of one large one at high concurrency.
 SHARD_CONNECTIONS = 16
@@ -114,26 +116,32 @@ class ChatClient:
         """Return one result per request, in order; failures are results, never exceptions."""
         return list(await asyncio.gather(*(self.complete(r) for r in requests)))
 
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        """Answer from the cache, or send the request (retrying what the policy allows) and store it."""
+    async def complete(self, request: ChatRequest, *, admit: Admit | None = None) -> ChatResult:
+        """Answer from the cache, or send the request (retrying what the policy allows) and store it.
+
+        ``admit`` is asked right before each attempt is sent; a reason it returns refuses the request.
+        """
         if self._cache is None:
-            return await self._send(request)
+            return await self._send(request, admit)
         key = request_key(self._endpoint_id, request.body())
         stored = self._cache.get(key)
         if stored is not None:
             return ChatResult(**stored, latency_s=0.0, attempts=0, cached=True)
-        result = await self._send(request)
+        result = await self._send(request, admit)
         if result.ok:
             self._cache.put(key, self._endpoint_id, request.model, _cacheable(result))
         return result
 
-    async def _send(self, request: ChatRequest) -> ChatResult:
+    async def _send(self, request: ChatRequest, admit: Admit | None) -> ChatResult:
         started = time.perf_counter()
         others = limited = 0
         estimate = estimate_tokens(request)
         while True:
             try:
                 async with self._limiter.slot(estimate):
+                    refusal = admit() if admit is not None else None
+                    if refusal is not None:
+                        return _Outcome.failed(REFUSED, refusal, retryable=False).result(0.0, others + limited)
                     outcome = await self._attempt(request)
                     self._report(outcome, estimate)
             except CircuitOpenError as err:

@@ -12,7 +12,6 @@ from pref_assets.core.calls import Call
 
 ClientFactory = Callable[[str], ChatClient]
 Log = Callable[[str], None]
-BUDGET_EXHAUSTED = "budget_exhausted"
 
 
 class EndpointParkedError(RuntimeError):
@@ -41,9 +40,11 @@ class Budget:
     limit_usd: float | None = None
     spent_usd: float = 0.0
 
-    def exhausted(self) -> bool:
-        """Return whether no new request may start."""
-        return self.limit_usd is not None and self.spent_usd >= self.limit_usd
+    def admit(self) -> str | None:
+        """Return why no new request may be sent, or None while budget remains."""
+        if self.limit_usd is not None and self.spent_usd >= self.limit_usd:
+            return f"budget of {self.limit_usd} USD spent"
+        return None
 
 
 def run_calls(
@@ -82,9 +83,7 @@ async def _run(
 
 
 async def _call(client: ChatClient, call: Call, budget: Budget) -> ChatResult:
-    if budget.exhausted():
-        return ChatResult(None, None, 0, 0, 0.0, 0, BUDGET_EXHAUSTED, f"budget of {budget.limit_usd} USD spent")
-    result = await client.complete(to_request(call))
+    result = await client.complete(to_request(call), admit=budget.admit)
     budget.spent_usd += budget.prices.cost(call, result)
     return result
 

@@ -66,7 +66,8 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
     ) -> dg.Output[pl.DataFrame]:
         rows = prompts.to_dicts()
         plan = plan_generations(rows, generators)
-        results = _call_llm(context, llm, settings, [call for _, _, call in plan])
+        budget = Budget(Prices(settings.prices()), settings.budget_usd_per_step)
+        results = _call_llm(context, llm, budget, [call for _, _, call in plan])
         out_rows = [generation_row(pid, name, r) for (pid, name, _), r in zip(plan, results, strict=True)]
         out_rows += [upstream_failure_row(p) for p in rows if p["status"] != status.OK]
         out = schemas.frame(out_rows, schemas.GENERATIONS)
@@ -90,7 +91,8 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
               code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", **common, **calls_llm)  # fmt: skip
     def ratings(context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
         rows = grouped.to_dicts()
-        run = lambda calls: _call_llm(context, llm, settings, calls)  # noqa: E731
+        budget = Budget(Prices(settings.prices()), settings.budget_usd_per_step)
+        run = lambda calls: _call_llm(context, llm, budget, calls)  # noqa: E731
         outcomes = judge_all(plan_tasks(rows, judge), run, judge.max_reasks)
         rated = rating_rows(rows, outcomes, judge)
         out = schemas.frame(rated, schemas.RATINGS)
@@ -156,9 +158,8 @@ def _records(rows: list[dict], dataset: str, batch: str) -> list[dict]:
 
 
 def _call_llm(
-    context: dg.AssetExecutionContext, llm: LLMResource, settings: Settings, calls: list[Call]
+    context: dg.AssetExecutionContext, llm: LLMResource, budget: Budget, calls: list[Call]
 ) -> list[ChatResult]:
-    budget = Budget(Prices(settings.prices()), settings.budget_usd_per_partition)
     try:
         return run_calls(calls, llm.client, budget=budget, log=context.log.info)
     except EndpointParkedError as err:
