@@ -16,10 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
-
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 INSTALL_HINT = "run tools/services/install.sh (Debian postgresql and redis-server)"
@@ -231,27 +227,6 @@ def run_redis(directory: Path, timeout: float = 20.0) -> Iterator[RedisServer]:
 
 
 # ---------------------------------------------------------------- pipeline settings
-
-
-def fake_settings(base_url: str, storage: Path, batch_size: int = 8, batches: int = 1) -> Settings:
-    """Return settings for two generators and a judge on the fake server, ``batches`` batches."""
-    return Settings(
-        storage_dir=str(storage),
-        batch_size=batch_size,
-        source=SourceSettings(limit=batch_size * batches),
-        endpoints=[EndpointSettings(name="fake", base_url=base_url, structured_output="json_schema")],
-        generators=[
-            ModelSettings(name="a", endpoint="fake", model="model-a", params={"temperature": 0.2}),
-            ModelSettings(name="b", endpoint="fake", model="model-b", params={"temperature": 0.9}),
-        ],
-        judge=JudgeSettings(name="judge", endpoint="fake", model="judge", max_reasks=0),
-    )
-
-
-def write_settings(settings: Settings, path: Path) -> Path:
-    """Write ``settings`` as a pref_assets.yaml and return its path."""
-    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
-    return path
 
 
 def instance_home(directory: Path, dagster_yaml: Path) -> Path:

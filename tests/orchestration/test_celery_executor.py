@@ -15,10 +15,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
-from orchestration_services import DEPLOY, REPO, RedisServer, fake_settings, write_settings
+from orchestration_services import DEPLOY, REPO, RedisServer
 
 from pref_assets.definitions import JOB_NAME
 from pref_assets.testing.fake_openai import FakeServer
+from pref_assets.testing.fake_pipeline import fake_settings, write_settings
 
 pytest.importorskip("dagster_celery", reason="needs dagster-celery and redis (the project's `scale` extra)")
 

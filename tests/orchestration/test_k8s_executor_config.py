@@ -11,10 +11,11 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
-from orchestration_services import DEPLOY, fake_settings, write_settings
+from orchestration_services import DEPLOY
 
 from pref_assets.definitions import JOB_NAME, build_definitions
 from pref_assets.settings import load_settings
+from pref_assets.testing.fake_pipeline import fake_settings, write_settings
 
 pytest.importorskip("dagster_k8s", reason="dagster-k8s is not installed (the project's `scale` extra)")
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from orchestration_services import DEPLOY, PostgresServer, fake_settings, instance_home
+from orchestration_services import DEPLOY, PostgresServer, instance_home
 
 from pref_assets.definitions import JOB_NAME, build_definitions
 from pref_assets.testing.fake_openai import FakeServer
+from pref_assets.testing.fake_pipeline import fake_settings
 
 pytest.importorskip("dagster_postgres", reason="needs dagster-postgres (the project's `scale` extra)")
 

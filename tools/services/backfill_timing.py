@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
 from pref_assets.testing.fake_openai import run_fake_openai
+from pref_assets.testing.fake_pipeline import fake_settings, write_settings
 
 BIN = Path(sys.executable).parent
 JOB_NAME = "preference_job"
@@ -47,27 +47,6 @@ class Timing:
 
 
 # ---------------------------------------------------------------- set-up
-
-
-def settings_for(base_url: str, storage: Path, partitions: int, batch_size: int) -> Settings:
-    """Two generators and a judge on the fake server; ``partitions`` batches of ``batch_size`` prompts."""
-    return Settings(
-        storage_dir=str(storage),
-        batch_size=batch_size,
-        source=SourceSettings(limit=batch_size * partitions),
-        endpoints=[EndpointSettings(name="fake", base_url=base_url, structured_output="json_schema")],
-        generators=[
-            ModelSettings(name="a", endpoint="fake", model="model-a", params={"temperature": 0.2}),
-            ModelSettings(name="b", endpoint="fake", model="model-b", params={"temperature": 0.9}),
-        ],
-        judge=JudgeSettings(name="judge", endpoint="fake", model="judge", max_reasks=0),
-    )
-
-
-def write_config(settings: Settings, path: Path) -> Path:
-    """Write ``settings`` as a pref_assets.yaml."""
-    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
-    return path
 
 
 def write_instance(home: Path, max_runs: int) -> Path:
@@ -189,7 +168,7 @@ def wait_for_runs(home: Path, count: int, timeout: float) -> list[object]:
 def backfill_with_daemon(root: Path, base_url: str, partitions: int, batch_size: int, timeout: float) -> Timing:
     """Queue a job backfill from the CLI and let a running daemon launch and finish the runs."""
     home = write_instance(root / "daemon_home", max_runs=partitions)
-    config = write_config(settings_for(base_url, root / "daemon_data", partitions, batch_size), root / "daemon.yaml")
+    config = write_settings(fake_settings(base_url, root / "daemon_data", batch_size, partitions), root / "daemon.yaml")
     workspace = write_workspace(root / "workspace.yaml")
     env = env_for(home, config)
     log = root / "daemon.log"
@@ -239,7 +218,7 @@ def _run_times(record: object, start: float) -> tuple[str, float, float, float]:
 def materialize_loop(root: Path, base_url: str, partitions: int, batch_size: int) -> Timing:
     """One ``dagster asset materialize`` process per batch, one after another."""
     home = write_instance(root / "cli_home", max_runs=partitions)
-    config = write_config(settings_for(base_url, root / "cli_data", partitions, batch_size), root / "cli.yaml")
+    config = write_settings(fake_settings(base_url, root / "cli_data", batch_size, partitions), root / "cli.yaml")
     env = env_for(home, config)
     start = time.time()
     codes = []
@@ -258,7 +237,7 @@ def in_process(root: Path, base_url: str, partitions: int, batch_size: int) -> T
 
     from pref_assets.definitions import build_definitions
 
-    settings = settings_for(base_url, root / "inproc_data", partitions, batch_size)
+    settings = fake_settings(base_url, root / "inproc_data", batch_size, partitions)
     start = time.time()
     job = build_definitions(settings).resolve_job_def(JOB_NAME)
     statuses = []
