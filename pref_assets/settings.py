@@ -49,6 +49,10 @@ class ModelSettings(_Strict):
     price_input_per_million: float = Field(0.0, ge=0, description="USD per million prompt tokens")
     price_output_per_million: float = Field(0.0, ge=0, description="USD per million completion tokens")
 
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Return what these tokens cost at this model's prices."""
+        return (prompt_tokens * self.price_input_per_million + completion_tokens * self.price_output_per_million) / 1e6
+
 
 class JudgeSettings(ModelSettings):
     """The judge model and the rubric aspects it rates."""

@@ -166,16 +166,16 @@ class Limiter:
 
     def _learn(self, headers: Mapping[str, str]) -> None:
         now = self.clock()
-        limit = _number(headers.get("x-ratelimit-limit-requests"))
-        if limit and self.rpm is None and (self.requests.rate is None or abs(self.requests.rate * 60 - limit) > 1e-6):
-            self.requests.set_rate(limit, now)
-        token_limit = _number(headers.get("x-ratelimit-limit-tokens"))
-        if (
-            token_limit
-            and self.tpm is None
-            and (self.tokens.rate is None or abs(self.tokens.rate * 60 - token_limit) > 1e-6)
-        ):
-            self.tokens.set_rate(token_limit, now)
+        if self.rpm is None:
+            _adopt(self.requests, _number(headers.get("x-ratelimit-limit-requests")), now)
+        if self.tpm is None:
+            _adopt(self.tokens, _number(headers.get("x-ratelimit-limit-tokens")), now)
+
+
+def _adopt(budget: TokenBucket, per_minute: float | None, now: float) -> None:
+    """Pace ``budget`` to a limit a server announced, unless it already is."""
+    if per_minute and (budget.rate is None or abs(budget.rate * 60 - per_minute) > 1e-6):
+        budget.set_rate(per_minute, now)
 
 
 def _number(value: str | None) -> float | None:

@@ -170,7 +170,7 @@ def _call_llm(
 def _judge_tokens(outcomes: list[Outcome], judge: JudgeSettings) -> dict[str, dg.MetadataValue]:
     paid = [o for o in outcomes if not o.cached]
     prompt, completion = sum(o.prompt_tokens for o in paid), sum(o.completion_tokens for o in paid)
-    cost = (prompt * judge.price_input_per_million + completion * judge.price_output_per_million) / 1e6
+    cost = judge.cost_usd(prompt, completion)
     return {
         "prompt_tokens": dg.MetadataValue.int(sum(o.prompt_tokens for o in outcomes)),
         "completion_tokens": dg.MetadataValue.int(sum(o.completion_tokens for o in outcomes)),

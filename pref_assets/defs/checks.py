@@ -8,7 +8,7 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from pref_assets.core.ledger import check_ledger
+from pref_assets.core.ledger import LedgerCheck, check_ledger
 
 STAGES = ("generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records", "preference_pairs")
 
@@ -54,15 +54,14 @@ def _ledger_check(stage: str, partitions: dg.PartitionsDefinition, max_rate: flo
     )(ledger)
 
 
-def _message(stage: str, check: object, reasons: Counter[str], max_rate: float) -> str:
-    if check.missing or check.unexplained:  # type: ignore[attr-defined]
+def _message(stage: str, check: LedgerCheck, reasons: Counter[str], max_rate: float) -> str:
+    if check.missing or check.unexplained:
         return (
-            f"{stage} lost rows: {len(check.missing)} prompts missing, "  # type: ignore[attr-defined]
-            f"{check.unexplained} non-ok rows without a reason"
-        )  # type: ignore[attr-defined]
+            f"{stage} lost rows: {len(check.missing)} prompts missing, {check.unexplained} non-ok rows without a reason"
+        )
     top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
     return (
-        f"{check.failure_rate:.0%} of {stage} rows failed (limit {max_rate:.0%}): {top}. "  # type: ignore[attr-defined]
+        f"{check.failure_rate:.0%} of {stage} rows failed (limit {max_rate:.0%}): {top}. "
         "Look at the reasons in the asset's rows, fix the endpoint or input, and re-materialize the "
         "partition: completed calls come from the cache."
     )

@@ -89,10 +89,7 @@ def cost_usd(frame: pl.DataFrame, models: dict[str, Any]) -> dict[str, Any]:
     for name, settings in models.items():
         rows = paid.filter(pl.col("model") == name)
         tokens_in, tokens_out = int(rows["prompt_tokens"].sum()), int(rows["completion_tokens"].sum())
-        per_model[name] = round(
-            (tokens_in * settings.price_input_per_million + tokens_out * settings.price_output_per_million) / 1e6,
-            6,
-        )
+        per_model[name] = round(settings.cost_usd(tokens_in, tokens_out), 6)
     return {"cost_usd": dg.MetadataValue.float(round(sum(per_model.values()), 6)),
             "cost_usd_by_model": dg.MetadataValue.json(per_model)}  # fmt: skip
 

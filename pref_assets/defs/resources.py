@@ -52,6 +52,7 @@ class LLMResource(dg.ConfigurableResource):
     def client(self, name: str) -> ChatClient:
         """Return a new async client for endpoint ``name`` (use it as an async context manager)."""
         endpoint = self.endpoint(name)
+        identity = _endpoint_identity(endpoint)
         return ChatClient(
             self._base_url(endpoint),
             api_key=endpoint.api_key or None,
@@ -59,9 +60,9 @@ class LLMResource(dg.ConfigurableResource):
             timeout=httpx.Timeout(endpoint.timeout_s, connect=min(10.0, endpoint.timeout_s)),
             retry=RetryPolicy(max_attempts=endpoint.max_attempts),
             cache=RequestCache(self.cache_path) if self.cache_path else None,
-            endpoint_id=_endpoint_identity(endpoint),
+            endpoint_id=identity,
             limiter=shared_limiter(
-                _endpoint_identity(endpoint),
+                identity,
                 max_concurrency=endpoint.max_concurrency,
                 rpm=endpoint.rpm,
                 tpm=endpoint.tpm,
