@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class Limiter:
     rate_limited: int = field(default=0, init=False)
     last_error: str = field(default="", init=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
-    _cond: asyncio.Condition | None = field(default=None, init=False, repr=False)
+    _waiters: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
 
     def __post_init__(self) -> None:
         now = self.clock()
@@ -96,16 +97,53 @@ class Limiter:
 
     @asynccontextmanager
     async def slot(self, estimated_tokens: int) -> AsyncIterator[None]:
-        """Wait until a request may go: window, pause, budgets and breaker allow it."""
-        await self._wait_turn(estimated_tokens)
-        self.in_flight += 1
+        """Wait for a place in the window (first come, first served), then for the pause, the budgets and
+        the breaker to allow the request."""
+        await self._acquire()
         try:
+            await self._pace(estimated_tokens)
             yield
         finally:
-            self.in_flight -= 1
-            await self._wake()
+            self._release()
 
-    async def _wait_turn(self, estimated_tokens: int) -> None:
+    async def _acquire(self) -> None:
+        waiters = self._waiting()
+        if not waiters and self.in_flight < self._width():
+            self.in_flight += 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        waiters.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        """Hand free places in the window to waiters, in order; a granted waiter already holds its place."""
+        waiters = self._waiters
+        while waiters and self.in_flight < self._width():
+            turn = waiters.popleft()
+            if not turn.done():
+                self.in_flight += 1
+                turn.set_result(None)
+
+    def _width(self) -> int:
+        return max(1, int(self.window))
+
+    def _waiting(self) -> deque[asyncio.Future[None]]:
+        """Return the queue of waiters of the running event loop (a new loop starts an empty queue)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._waiters = loop, deque()
+        return self._waiters
+
+    async def _pace(self, estimated_tokens: int) -> None:
         while True:
             now = self.clock()
             if now < self.open_until:
@@ -117,27 +155,11 @@ class Limiter:
                 self.requests.wait_time(1, now),
                 self.tokens.wait_time(estimated_tokens, now),
             )
-            if wait > 0:
-                await asyncio.sleep(min(wait, 1.0))
-            elif self.in_flight >= max(1, int(self.window)):
-                condition = self._condition()
-                async with condition:
-                    await condition.wait()
-            else:
+            if wait <= 0:
                 self.requests.take(1, now)
                 self.tokens.take(estimated_tokens, now)
                 return
-
-    async def _wake(self) -> None:
-        condition = self._condition()
-        async with condition:
-            condition.notify(max(1, int(self.window) - self.in_flight))
-
-    def _condition(self) -> asyncio.Condition:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop, self._cond = loop, asyncio.Condition()
-        return self._cond
+            await asyncio.sleep(min(wait, 1.0))
 
     def record_success(self, used_tokens: int, estimated_tokens: int, headers: Mapping[str, str]) -> None:
         """Grow the window, close the breaker, settle the token estimate, learn header limits."""
@@ -145,6 +167,7 @@ class Limiter:
         self.window = min(float(self.max_concurrency), self.window + 1.0 / max(self.window, 1.0))
         self.tokens.take(used_tokens - estimated_tokens, self.clock())
         self._learn(headers)
+        self._grant()
 
     def record_rate_limited(self, retry_after: float | None, headers: Mapping[str, str]) -> None:
         """Halve the window (at most once a second) and pause everyone for ``Retry-After``."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import math
+import json
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,6 +15,7 @@ import httpx
 from pref_assets.clients.cache import RequestCache, request_key
 from pref_assets.clients.limiter import CircuitOpenError, Limiter
 from pref_assets.clients.retry import RetryPolicy, parse_retry_after
+from pref_assets.clients.transport import KeepAliveTransport
 
 HTTP_ERROR = "http_error"
 CONNECTION_ERROR = "connection_error"
@@ -23,9 +24,7 @@ BAD_RESPONSE = "bad_response"
 CIRCUIT_OPEN = "circuit_open"
 REFUSED = "budget_exhausted"
 Admit = Callable[[], str | None]
-# httpx's pool scans all its connections on every request, so its CPU cost grows with the pool size:
-# several small pools (round robin) cost a fraction of one large one at high concurrency.
-SHARD_CONNECTIONS = 16
+USER_AGENT = "pref-assets"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,20 +80,10 @@ class ChatClient:
         endpoint_id: str | None = None,
         limiter: Limiter | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        shards = math.ceil(max_concurrency / SHARD_CONNECTIONS)
-        per_shard = math.ceil(max_concurrency / shards)
-        self._clients = [
-            httpx.AsyncClient(
-                base_url=base_url.rstrip("/") + "/",
-                headers=headers,
-                timeout=timeout or httpx.Timeout(120.0, connect=10.0),
-                transport=transport,
-                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
-            )
-            for _ in range(shards)
-        ]
-        self._next_client = itertools.cycle(self._clients)
+        self._transport = transport or default_transport(base_url, max_concurrency)
+        self._url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
+        self._headers = _headers(api_key)
+        self._extensions = {"timeout": (timeout or httpx.Timeout(120.0, connect=10.0)).as_dict()}
         self._limiter = limiter or Limiter(max_concurrency=max_concurrency)
         self._retry = retry or RetryPolicy()
         self._cache = cache
@@ -108,7 +97,7 @@ class ChatClient:
 
     async def aclose(self) -> None:
         """Close the connection pool (and the cache connection)."""
-        await asyncio.gather(*(client.aclose() for client in self._clients))
+        await self._transport.aclose()
         if self._cache is not None:
             self._cache.close()
 
@@ -163,7 +152,7 @@ class ChatClient:
 
     async def _attempt(self, request: ChatRequest) -> _Outcome:
         try:
-            response = await next(self._next_client).post("chat/completions", json=request.body())
+            response = await self._post(request.body())
         except httpx.TimeoutException as err:
             return _Outcome.failed(TIMEOUT, f"{type(err).__name__}: no answer in time", retryable=True)
         except httpx.TransportError as err:
@@ -180,6 +169,28 @@ class ChatClient:
                 headers=_rate_headers(response),
             )
         return replace(_parse_completion(response), status=200, headers=_rate_headers(response))
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        """POST one body straight to the transport: an httpx request and response, without the per-request
+        bookkeeping of ``httpx.AsyncClient`` (cookies, redirects, URL merging) that this endpoint never needs."""
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        request = httpx.Request("POST", self._url, headers=self._headers, content=content, extensions=self._extensions)
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+
+def default_transport(base_url: str, max_connections: int) -> httpx.AsyncBaseTransport:
+    """Return the lean keep-alive transport, or httpx's own (with the proxy) when the environment sets a
+    proxy for ``base_url``."""
+    proxy = _environment_proxy(httpx.URL(base_url))
+    if proxy is None:
+        return KeepAliveTransport(max_connections=max_connections)
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +227,19 @@ def estimate_tokens(request: ChatRequest) -> int:
     chars = sum(len(m.get("content") or "") for m in request.messages)
     out = request.params.get("max_tokens") or request.params.get("max_completion_tokens") or 256
     return chars // 4 + int(out)
+
+
+def _environment_proxy(url: httpx.URL) -> str | None:
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy is None or urllib.request.proxy_bypass_environment(url.host):
+        return None
+    return proxy
+
+
+def _headers(api_key: str | None) -> list[tuple[str, str]]:
+    headers = [("Content-Type", "application/json"), ("Accept", "application/json"), ("User-Agent", USER_AGENT)]
+    return [*headers, ("Authorization", f"Bearer {api_key}")] if api_key else headers
 
 
 def _rate_headers(response: httpx.Response) -> dict[str, str]:

@@ -81,9 +81,15 @@ def test_breaker_opens_after_sustained_failure_and_success_resets_it() -> None:
     assert limiter.open_until == 0
     limiter.record_failure("boom")
     with pytest.raises(CircuitOpenError):
-        asyncio.run(limiter._wait_turn(1))
+        asyncio.run(take_slot(limiter))
+    assert limiter.in_flight == 0
     clock.now += 11
-    asyncio.run(limiter._wait_turn(1))
+    asyncio.run(take_slot(limiter))
+
+
+async def take_slot(limiter: Limiter) -> None:
+    async with limiter.slot(1):
+        pass
 
 
 def test_shared_limiter_is_one_per_endpoint_and_settings() -> None:
@@ -124,6 +130,47 @@ def test_window_bounds_requests_in_flight() -> None:
 
     asyncio.run(go())
     assert peak == 3 and limiter.in_flight == 0
+
+
+def test_waiters_get_their_turn_in_arrival_order_and_cancelled_ones_give_it_back() -> None:
+    limiter = Limiter(max_concurrency=1)
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        async with limiter.slot(1):
+            order.append(i)
+            await asyncio.sleep(0.001)
+
+    async def go() -> None:
+        async with limiter.slot(1):
+            tasks = [asyncio.create_task(one(i)) for i in range(5)]
+            await asyncio.sleep(0.01)
+            tasks[1].cancel()  # still waiting
+        assert limiter.in_flight == 1  # the place went to task 0, which has not run yet
+        tasks[0].cancel()  # granted a place it never used
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(go())
+    assert order == [2, 3, 4] and limiter.in_flight == 0
+
+
+def test_a_growing_window_lets_waiters_in() -> None:
+    limiter = Limiter(max_concurrency=4)
+    limiter.window = 1.0
+    peak = 0
+
+    async def one() -> None:
+        nonlocal peak
+        async with limiter.slot(1):
+            peak = max(peak, limiter.in_flight)
+            await asyncio.sleep(0.01)
+            limiter.record_success(1, 1, {})
+
+    async def go() -> None:
+        await asyncio.gather(*(one() for _ in range(30)))
+
+    asyncio.run(go())
+    assert peak == 4 and limiter.window == 4.0 and limiter.in_flight == 0
 
 
 def test_dead_endpoint_parks_instead_of_spinning() -> None:
