@@ -70,16 +70,29 @@ class JudgeSettings(ModelSettings):
 
 
 class SourceSettings(_Strict):
-    """Where prompts come from: the embedded set, local files, or a Hugging Face Hub dataset."""
+    """Where prompts come from: the embedded set, local files, a Hugging Face Hub dataset, or a watched folder.
 
-    kind: Literal["embedded", "files", "hub"] = "embedded"
+    ``kind: folder`` watches ``folder``: the ``new_prompt_files`` sensor looks every ``poll_interval_s``
+    seconds and turns each new or changed file (untouched for ``min_file_age_s`` seconds) into batches.
+    """
+
+    kind: Literal["embedded", "files", "hub", "folder"] = "embedded"
     paths: list[str] = Field(default_factory=list)
+    folder: str | None = None
+    poll_interval_s: int = Field(30, ge=1, description="folder sources: seconds between two looks at the folder")
+    min_file_age_s: float = Field(2.0, ge=0, description="folder sources: ignore files modified more recently")
     columns: dict[str, str] = Field(default_factory=dict)
     repo_id: str | None = None
     split: str = "train"
     revision: str | None = None
     limit: int | None = Field(None, ge=1)
     max_prompt_chars: int = Field(20_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check_folder(self) -> SourceSettings:
+        if self.kind == "folder" and not self.folder:
+            raise ValueError("source.kind is 'folder' but source.folder is not set")
+        return self
 
 
 class CacheSettings(_Strict):

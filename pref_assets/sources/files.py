@@ -20,9 +20,14 @@ def read_files(paths: Sequence[str], mapping: Mapping[str, str]) -> list[RawRow]
         raise PromptSourceError("source.kind is 'files' but source.paths is empty")
     rows: list[RawRow] = []
     for path in map(Path, paths):
-        found = read_file(path)
-        check_columns(_columns(found), mapping, str(path))
-        rows.extend(found)
+        rows.extend(read_checked_file(path, mapping))
+    return rows
+
+
+def read_checked_file(path: Path, mapping: Mapping[str, str]) -> list[RawRow]:
+    """Return the rows of one file; raise if it lacks the instruction (or messages) column ``mapping`` names."""
+    rows = read_file(path)
+    check_columns(_columns(rows), mapping, str(path))
     return rows
 
 
