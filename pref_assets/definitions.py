@@ -12,6 +12,7 @@ from pref_assets.defs.publish import build_hub_resource, build_publish_asset
 from pref_assets.defs.resources import build_argilla_resource, build_llm_resource
 from pref_assets.defs.review import build_review_assets, build_review_sensor
 from pref_assets.defs.schedules import build_next_batches_schedule
+from pref_assets.defs.sensors import build_folder_sensor
 from pref_assets.settings import Settings, load_settings
 
 JOB_NAME = "preference_job"
@@ -30,7 +31,7 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition = dg.i
         assets=[*assets, *review, build_publish_asset(settings, partitions)],
         jobs=[job, review_job],
         asset_checks=build_checks(partitions, settings.max_failure_rate),
-        sensors=[build_review_sensor(settings, REVIEW_JOB_NAME, partitions)],
+        sensors=_sensors(settings, partitions),
         schedules=[
             build_next_batches_schedule(
                 JOB_NAME,
@@ -47,6 +48,13 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition = dg.i
         },
         executor=executor,
     )
+
+
+def _sensors(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.SensorDefinition]:
+    sensors = [build_review_sensor(settings, REVIEW_JOB_NAME, partitions)]
+    if isinstance(partitions, dg.DynamicPartitionsDefinition):
+        sensors.append(build_folder_sensor(settings, JOB_NAME, partitions))
+    return sensors
 
 
 defs = build_definitions(load_settings())

@@ -18,13 +18,26 @@ PAIR_COLUMNS = [
 
 def collect_pairs(storage_dir: str | Path, asset: str = "dpo_pairs") -> pl.DataFrame:
     """Return the ok pairs of every materialized batch, in batch order, in the DPO columns."""
-    files = sorted((Path(storage_dir) / asset).glob("*.parquet"))
+    folder = Path(storage_dir) / asset
+    files = partition_files(folder)
     if not files:
         return pl.DataFrame()
-    frames = [pl.read_parquet(f).filter(pl.col("status") == "ok").with_columns(batch=pl.lit(f.stem)) for f in files]
+    frames = [
+        pl.read_parquet(f).filter(pl.col("status") == "ok").with_columns(batch=pl.lit(_partition_key(folder, f)))
+        for f in files
+    ]
     frame = pl.concat(frames, how="diagonal_relaxed")
     extra = [c for c in ("pair_source",) if c in frame.columns]
     return frame.select([*PAIR_COLUMNS, *extra, "batch"])
+
+
+def partition_files(folder: Path) -> list[Path]:
+    """Return an asset's stored partitions in key order; a watched-folder key ``f.jsonl/batch-00000`` is a subfolder."""
+    return sorted(folder.rglob("*.parquet"))
+
+
+def _partition_key(folder: Path, file: Path) -> str:
+    return file.relative_to(folder).with_suffix("").as_posix()
 
 
 LAYOUTS = ("dpo", "trl-conversational", "trl-standard")

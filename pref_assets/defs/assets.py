@@ -9,7 +9,6 @@ from pref_assets.clients.argilla import ArgillaError, push_records
 from pref_assets.clients.llm import ChatResult
 from pref_assets.clients.runner import Budget, EndpointParkedError, Prices, run_calls
 from pref_assets.core import status
-from pref_assets.core.batching import batch_bounds
 from pref_assets.core.calls import Call
 from pref_assets.core.generation import generation_row, plan_generations, upstream_failure_row
 from pref_assets.core.grouping import group_generations
@@ -30,7 +29,7 @@ from pref_assets.defs.metadata import (
 )
 from pref_assets.defs.resources import ArgillaResource, LLMResource
 from pref_assets.settings import JudgeSettings, Settings
-from pref_assets.sources import read_source
+from pref_assets.sources import read_batch
 
 GROUP = "preference"
 CODE_VERSION = "1"
@@ -50,10 +49,9 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
     @dg.asset(description="One batch of prompts: ids, instructions, topics; bad rows kept with a reason.",
               code_version=CODE_VERSION, **common)  # fmt: skip
     def prompts(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
-        start, stop = batch_bounds(context.partition_key, settings.batch_size)
         try:
-            rows = normalize_rows(read_source(settings.source), settings.source.columns,
-                                  max_chars=settings.source.max_prompt_chars)  # fmt: skip
+            raw, (start, stop) = read_batch(settings.source, context.partition_key, settings.batch_size)
+            rows = normalize_rows(raw, settings.source.columns, max_chars=settings.source.max_prompt_chars)
         except PromptSourceError as err:
             raise dg.Failure(description=f"prompt source: {err}") from err
         out = schemas.frame(rows[start:stop], schemas.PROMPTS)

@@ -1,4 +1,7 @@
-"""Each asset partition is one Parquet file: ``<base_dir>/<asset>/<partition>.parquet``."""
+"""Each asset partition is one Parquet file: ``<base_dir>/<asset>/<partition>.parquet``.
+
+A watched-folder key ``<file name>/batch-00000`` is stored as ``<base_dir>/<asset>/<file name>/batch-00000.parquet``.
+"""
 
 from __future__ import annotations
 

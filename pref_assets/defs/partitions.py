@@ -1,4 +1,8 @@
-"""Batch partitions: fixed-size slices of the configured prompt source, known when definitions load."""
+"""Batch partitions: fixed-size slices of the configured prompt source, known when definitions load.
+
+A watched folder (``source.kind: folder``) has dynamic partitions instead, added by the ``new_prompt_files``
+sensor as files arrive.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,18 @@ from pref_assets.sources import read_source
 log = logging.getLogger(__name__)
 
 
-def build_partitions(settings: Settings) -> dg.StaticPartitionsDefinition:
+FOLDER_PARTITIONS = "prompt_file_batches"
+
+
+def build_partitions(settings: Settings) -> dg.PartitionsDefinition:
     """Return one partition per batch of the source; a hub source counts ``source.limit`` rows.
 
     A source that cannot be read yet still gives one batch, so the project loads and the
-    ``prompts`` asset reports the problem when it runs.
+    ``prompts`` asset reports the problem when it runs. A folder source gets the dynamic partitions
+    ``FOLDER_PARTITIONS``.
     """
+    if settings.source.kind == "folder":
+        return dg.DynamicPartitionsDefinition(name=FOLDER_PARTITIONS)
     return dg.StaticPartitionsDefinition(batch_keys(_row_count(settings), settings.batch_size))
 
 

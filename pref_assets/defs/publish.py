@@ -9,7 +9,7 @@ import polars as pl
 
 from pref_assets.core.card import CardFacts, render_card
 from pref_assets.core.rubric import RUBRIC_VERSION
-from pref_assets.export import collect_pairs
+from pref_assets.export import collect_pairs, partition_files
 from pref_assets.publish import push, write_local
 from pref_assets.settings import Settings
 
@@ -62,7 +62,7 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
 
 
 def _all_rows(folder: Path) -> pl.DataFrame:
-    files = sorted(folder.glob("*.parquet"))
+    files = partition_files(folder)
     return pl.concat([pl.read_parquet(f, columns=["status"]) for f in files]) if files else pl.DataFrame()
 
 

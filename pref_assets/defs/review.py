@@ -101,7 +101,6 @@ def build_review_sensor(settings: Settings, job_name: str, partitions: dg.Partit
     submitted responses and compares a fingerprint per batch (record metadata ``batch``) with the cursor,
     so new, edited and withdrawn responses all trigger a run of their batch.
     """
-    known = set(partitions.get_partition_keys())
     running = dg.DefaultSensorStatus.RUNNING if settings.argilla.url else dg.DefaultSensorStatus.STOPPED
     about = "Runs human_feedback and preference_pairs for the batches whose Argilla responses changed."
 
@@ -124,6 +123,7 @@ def build_review_sensor(settings: Settings, job_name: str, partitions: dg.Partit
                 return dg.SkipReason(f"no response created, changed or deleted since {activity}")
             fingerprints = feedback.batch_fingerprints(client.submitted_records(dataset_id))
         changed = feedback.changed_batches(cursor.batches, fingerprints)
+        known = set(partitions.get_partition_keys(dynamic_partitions_store=context.instance))
         for batch in sorted(set(changed) - known):
             context.log.warning(f"responses for batch {batch!r}, which is not a partition here; ignored")
         requests = [dg.RunRequest(partition_key=b, run_key=f"{b}@{activity}") for b in changed if b in known]
