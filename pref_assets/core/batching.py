@@ -17,14 +17,9 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 def batch_keys(n_rows: int, batch_size: int) -> list[str]:
     """Return the partition keys covering ``n_rows`` rows in slices of ``batch_size``."""
-    return [batch_key(i) for i in range(batch_count(n_rows, batch_size))]
-
-
-def batch_count(n_rows: int, batch_size: int) -> int:
-    """Return how many batches of ``batch_size`` cover ``n_rows`` rows (at least one)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return max(1, math.ceil(n_rows / batch_size))
+    return [batch_key(i) for i in range(max(1, math.ceil(n_rows / batch_size)))]
 
 
 def batch_key(index: int) -> str:
@@ -55,11 +50,6 @@ class FileBatch:
     def bounds(self, batch_size: int) -> tuple[int, int]:
         """Return the [start, stop) row range of the file this batch covers."""
         return batch_bounds(batch_key(self.index), batch_size)
-
-
-def file_batch_keys(file_name: str, n_rows: int, batch_size: int) -> list[str]:
-    """Return the partition keys covering a file of ``n_rows`` rows."""
-    return [FileBatch(file_name, i).key for i in range(batch_count(n_rows, batch_size))]
 
 
 def parse_file_batch_key(key: str) -> FileBatch:

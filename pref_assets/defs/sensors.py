@@ -25,7 +25,7 @@ def build_folder_sensor(
     cannot be read is logged (file, row, problem) and read again once it changes; it never blocks the others.
     """
     source = settings.source
-    folder = Path(source.folder or "")
+    folder = Path(source.folder)
 
     @dg.sensor(name=SENSOR_NAME, job_name=job_name, minimum_interval_seconds=source.poll_interval_s,
                default_status=dg.DefaultSensorStatus.RUNNING,

@@ -2,16 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from pref_assets.core.batching import FileBatch, file_batch_keys, file_name_problem, parse_file_batch_key
+from pref_assets.core.batching import FileBatch, file_name_problem, parse_file_batch_key
 from pref_assets.core.watch import FileStamp, FileState, FolderCursor, batch_digests, plan_file
 
 
 def test_file_batch_keys_name_the_file_and_the_batch() -> None:
-    assert file_batch_keys("prompts-2024.jsonl", 25, 10) == [
-        "prompts-2024.jsonl/batch-00000",
-        "prompts-2024.jsonl/batch-00001",
-        "prompts-2024.jsonl/batch-00002",
-    ]
+    assert FileBatch("prompts-2024.jsonl", 12).key == "prompts-2024.jsonl/batch-00012"
 
 
 @pytest.mark.parametrize("key", ["a.jsonl/batch-00000", "x_y-z.v2.parquet/batch-00012", "README.csv/batch-99999"])
