@@ -42,6 +42,11 @@ class FolderCursor:
     files: Mapping[str, FileState] = field(default_factory=dict)
     failed: Mapping[str, str] = field(default_factory=dict)
 
+    def has_seen(self, stamp: FileStamp) -> bool:
+        """Return whether this version of the file was already read, or already failed."""
+        known = self.files.get(stamp.name)
+        return (known is not None and known.version == stamp.version) or self.failed.get(stamp.name) == stamp.version
+
     def encode(self) -> str:
         """Return the cursor as JSON text."""
         files = {name: {"version": s.version, "revision": s.revision, "batches": list(s.batches)}

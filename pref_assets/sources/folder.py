@@ -48,8 +48,7 @@ def scan_folder(folder: Path, mapping: Mapping[str, str], batch_size: int, *, cu
     failed = {name: version for name, version in cursor.failed.items() if name in present}
     changes, problems = [], []
     for stamp in _ready(paths, min_file_age_s, now):
-        known = files.get(stamp.name)
-        if (known and known.version == stamp.version) or failed.get(stamp.name) == stamp.version:
+        if cursor.has_seen(stamp):
             continue
         try:
             rows = read_folder_file(folder, stamp.name, mapping)
@@ -58,7 +57,7 @@ def scan_folder(folder: Path, mapping: Mapping[str, str], batch_size: int, *, cu
             problems.append(f"{err}; skipped until the file changes")
             continue
         failed.pop(stamp.name, None)
-        change = plan_file(stamp, batch_digests([r.values for r in rows], batch_size), known)
+        change = plan_file(stamp, batch_digests([r.values for r in rows], batch_size), files.get(stamp.name))
         files[stamp.name] = change.state
         changes.append(change)
     return FolderScan(FolderCursor(files, failed), tuple(changes), tuple(problems))

@@ -89,3 +89,12 @@ def test_cursor_round_trips() -> None:
     cursor = FolderCursor({"a.jsonl": FileState("10:5", 2, ("d0", "d1"))}, {"b.csv": "3:9"})
     assert FolderCursor.decode(cursor.encode()) == cursor
     assert FolderCursor.decode(None) == FolderCursor()
+
+
+def test_cursor_knows_which_versions_it_has_seen() -> None:
+    cursor = FolderCursor({"a.jsonl": FileState("v1", 1, ("d0",))}, {"b.csv": "v7"})
+    assert cursor.has_seen(FileStamp("a.jsonl", "v1"))
+    assert cursor.has_seen(FileStamp("b.csv", "v7"))
+    assert not cursor.has_seen(FileStamp("a.jsonl", "v2"))
+    assert not cursor.has_seen(FileStamp("b.csv", "v8"))
+    assert not cursor.has_seen(FileStamp("c.json", "v1"))
