@@ -100,7 +100,10 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     @asynccontextmanager
     async def _slot(self, origin: _Origin, timeout: float | None) -> Any:
         slot = self._origins.slot(origin)
-        async with _Deadline(timeout, httpx.PoolTimeout, "no free connection in time"):
+        if slot.locked():
+            async with _Deadline(timeout, httpx.PoolTimeout, "no free connection in time"):
+                await slot.acquire()
+        else:
             await slot.acquire()
         try:
             yield
@@ -155,17 +158,25 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     ) -> tuple[_Head, bytes, bool]:
         try:
             conn.writer.write(payload)
-            async with _Deadline(timeouts.get("write"), httpx.WriteTimeout, "sending the request took too long"):
-                await conn.writer.drain()
-            head = await _read_head(conn, timeouts.get("read"))
-        except (ConnectionError, asyncio.IncompleteReadError) as err:
-            if conn.reused and not getattr(err, "partial", b""):
+            if conn.writer.transport.get_write_buffer_size():  # the socket did not take it all at once
+                async with _Deadline(timeouts.get("write"), httpx.WriteTimeout, "sending the request took too long"):
+                    await conn.writer.drain()
+        except ConnectionError as err:
+            if conn.reused:
                 raise _StaleConnection(f"the server closed the connection: {err!r}") from err
-            raise _transport_error(err) from err
-        try:
-            body, delimited = await _read_body(conn.reader, head, method, timeouts.get("read"))
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
-            raise httpx.ReadError(f"the connection broke in the response body: {err!r}") from err
+            raise httpx.WriteError(f"sending the request failed: {err!r}") from err
+        # One deadline for the whole answer: its head arrives when the model is done, the body right after.
+        async with _Deadline(timeouts.get("read"), httpx.ReadTimeout, "no complete response in time"):
+            try:
+                head = await _read_head(conn.reader)
+            except (ConnectionError, asyncio.IncompleteReadError) as err:
+                if conn.reused and not getattr(err, "partial", b""):
+                    raise _StaleConnection(f"the server closed the connection: {err!r}") from err
+                raise _transport_error(err) from err
+            try:
+                body, delimited = await _read_body(conn.reader, head, method)
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
+                raise httpx.ReadError(f"the connection broke in the response body: {err!r}") from err
         return head, body, delimited and _keeps_alive(head)
 
 
@@ -173,11 +184,10 @@ class _StaleConnection(Exception):
     """A reused keep-alive connection was closed by the server before any of the response arrived."""
 
 
-async def _read_head(conn: _Connection, timeout: float | None) -> _Head:
+async def _read_head(reader: asyncio.StreamReader) -> _Head:
     while True:
         try:
-            async with _Deadline(timeout, httpx.ReadTimeout, "no response in time"):
-                raw = await conn.reader.readuntil(b"\r\n\r\n")
+            raw = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError as err:
             raise httpx.RemoteProtocolError("response head too large") from err
         head = _parse_head(raw)
@@ -199,21 +209,18 @@ def _parse_head(raw: bytes) -> _Head:
     return _Head(int(parts[1]), headers, parts[0] == b"HTTP/1.0")
 
 
-async def _read_body(
-    reader: asyncio.StreamReader, head: _Head, method: str, timeout: float | None
-) -> tuple[bytes, bool]:
+async def _read_body(reader: asyncio.StreamReader, head: _Head, method: str) -> tuple[bytes, bool]:
     """Return the body and whether its end was delimited (so the connection can carry another request)."""
     if method == "HEAD" or head.status in _NO_BODY_STATUS:
         return b"", True
-    async with _Deadline(timeout, httpx.ReadTimeout, "the response body stalled"):
-        if b"chunked" in (head.header(b"transfer-encoding") or b"").lower():
-            return await _read_chunked(reader), True
-        length = head.header(b"content-length")
-        if length is None:
-            return await reader.read(), False
-        if not length.isdigit():
-            raise httpx.RemoteProtocolError(f"bad Content-Length: {length[:40]!r}")
-        return await reader.readexactly(int(length)), True
+    if b"chunked" in (head.header(b"transfer-encoding") or b"").lower():
+        return await _read_chunked(reader), True
+    length = head.header(b"content-length")
+    if length is None:
+        return await reader.read(), False
+    if not length.isdigit():
+        raise httpx.RemoteProtocolError(f"bad Content-Length: {length[:40]!r}")
+    return await reader.readexactly(int(length)), True
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
