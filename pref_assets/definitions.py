@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from pref_assets.defs.assets import build_assets
-from pref_assets.defs.checks import build_checks
 from pref_assets.defs.io_manager import ParquetIOManager
 from pref_assets.defs.partitions import build_partitions
 from pref_assets.defs.publish import build_hub_resource, build_publish_asset
@@ -30,7 +29,6 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition = dg.i
     return dg.Definitions(
         assets=[*assets, *review, build_publish_asset(settings, partitions)],
         jobs=[job, review_job],
-        asset_checks=build_checks(partitions, settings.max_failure_rate),
         sensors=_sensors(settings, partitions),
         schedules=[
             build_next_batches_schedule(

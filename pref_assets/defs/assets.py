@@ -19,6 +19,8 @@ from pref_assets.core.rating import JudgeSpec, Outcome, judge_all, plan_tasks, r
 from pref_assets.core.records import build_record
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
+from pref_assets.defs.checks import duplicates_result, duplicates_spec, ledger_result, ledger_spec
+from pref_assets.defs.io_manager import FRAME
 from pref_assets.defs.metadata import (
     call_metadata,
     cost_usd,
@@ -41,27 +43,33 @@ LLM_RETRY = dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backoff.EXPONENTI
 
 def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Return the six assets for ``settings``, all partitioned by ``partitions``."""
-    common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io"}
+    common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io", "dagster_type": FRAME}
     calls_llm = {"pool": LLM_POOL, "retry_policy": LLM_RETRY}
     generators = settings.generators
     judge = _judge_spec(settings)
+    max_rate = settings.max_failure_rate
+
+    def ledger(stage: str, upstream: str) -> dg.AssetCheckSpec:
+        return ledger_spec(stage, upstream, max_rate)
 
     @dg.asset(description="One batch of prompts: ids, instructions, topics; bad rows kept with a reason.",
-              code_version=CODE_VERSION, **common)  # fmt: skip
-    def prompts(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
+              code_version=CODE_VERSION, check_specs=[duplicates_spec()], **common)  # fmt: skip
+    def prompts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         try:
             raw, (start, stop) = read_batch(settings.source, context.partition_key, settings.batch_size)
             rows = normalize_rows(raw, settings.source.columns, max_chars=settings.source.max_prompt_chars)
         except PromptSourceError as err:
             raise dg.Failure(description=f"prompt source: {err}") from err
         out = schemas.frame(rows[start:stop], schemas.PROMPTS)
-        return _result(out, ["prompt_id", "topic", "instruction", "status", "reason"], source=settings.source.kind)
+        cols = ["prompt_id", "topic", "instruction", "status", "reason"]
+        return _result(out, cols, [duplicates_result(out)], source=settings.source.kind)
 
     @dg.asset(description="Each generator's answer to each prompt, with tokens, latency and errors.",
-              code_version=CODE_VERSION, **common, **calls_llm)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=[ledger("generations_by_model", "prompts")],
+              **common, **calls_llm)  # fmt: skip
     def generations_by_model(
         context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame
-    ) -> dg.Output[pl.DataFrame]:
+    ) -> dg.MaterializeResult:
         rows = prompts.to_dicts()
         plan = plan_generations(rows, generators)
         budget = Budget(Prices(settings.prices()), settings.budget_usd_per_step)
@@ -73,21 +81,24 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         return _result(
             out,
             ["prompt_id", "model", "generation", "status", "reason"],
+            [ledger_result("generations_by_model", prompts, out, max_rate)],
             **call_metadata(out, "model"),
             **cost,
         )
 
     @dg.asset(description="One row per prompt: answers and model names in aligned lists, gaps visible.",
-              code_version=CODE_VERSION, **common)  # fmt: skip
-    def grouped(prompts: pl.DataFrame, generations_by_model: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+              code_version=CODE_VERSION, check_specs=[ledger("grouped", "prompts")], **common)  # fmt: skip
+    def grouped(prompts: pl.DataFrame, generations_by_model: pl.DataFrame) -> dg.MaterializeResult:
         names = [g.name for g in generators]
         rows = group_generations(prompts.to_dicts(), generations_by_model.to_dicts(), names)
         out = schemas.frame(rows, schemas.GROUPED)
-        return _result(out, ["prompt_id", "generation_models", "generation_status", "status", "reason"])
+        cols = ["prompt_id", "generation_models", "generation_status", "status", "reason"]
+        return _result(out, cols, [ledger_result("grouped", prompts, out, max_rate)])
 
     @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
-              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", **common, **calls_llm)  # fmt: skip
-    def ratings(context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=[ledger("ratings", "grouped")],
+              **common, **calls_llm)  # fmt: skip
+    def ratings(context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame) -> dg.MaterializeResult:
         rows = grouped.to_dicts()
         budget = Budget(Prices(settings.prices()), settings.budget_usd_per_step)
         run = lambda calls: _call_llm(context, llm, budget, calls)  # noqa: E731
@@ -97,11 +108,14 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
         report = judge_report(rated)
         chart = histogram_chart(report["rating_histogram"])
-        return _result(out, cols, **report_metadata(report), **chart, **_judge_tokens(outcomes, settings.judge))
+        check = ledger_result("ratings", grouped, out, max_rate)
+        return _result(
+            out, cols, [check], **report_metadata(report), **chart, **_judge_tokens(outcomes, settings.judge)
+        )
 
     @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
-              code_version=CODE_VERSION, **common)  # fmt: skip
-    def dpo_pairs(ratings: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+              code_version=CODE_VERSION, check_specs=[ledger("dpo_pairs", "ratings")], **common)  # fmt: skip
+    def dpo_pairs(ratings: pl.DataFrame) -> dg.MaterializeResult:
         policy = settings.pairs
         rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in ratings.to_dicts()]
         out = schemas.frame(rows, schemas.DPO_PAIRS)
@@ -114,13 +128,15 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
             "status",
             "reason",
         ]
-        return _result(out, cols, **report_metadata(pair_report(rows)))
+        return _result(
+            out, cols, [ledger_result("dpo_pairs", ratings, out, max_rate)], **report_metadata(pair_report(rows))
+        )
 
     @dg.asset(description="Records for human review in Argilla; pushed when an Argilla URL is configured.",
-              code_version=CODE_VERSION, **common)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=[ledger("argilla_records", "ratings")], **common)  # fmt: skip
     def argilla_records(
         context: dg.AssetExecutionContext, argilla: ArgillaResource, ratings: pl.DataFrame
-    ) -> dg.Output[pl.DataFrame]:
+    ) -> dg.MaterializeResult:
         rows = _records(ratings.to_dicts(), argilla.dataset, context.partition_key)
         target = "not pushed: no Argilla URL configured; records kept in this asset's Parquet file"
         if argilla.url:
@@ -132,7 +148,8 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
             finally:
                 client.close()
         out = schemas.frame(rows, schemas.ARGILLA_RECORDS)
-        return _result(out, ["prompt_id", "record_id", "pushed", "status", "reason"], argilla=target)
+        cols = ["prompt_id", "record_id", "pushed", "status", "reason"]
+        return _result(out, cols, [ledger_result("argilla_records", ratings, out, max_rate)], argilla=target)
 
     return [prompts, generations_by_model, grouped, ratings, dpo_pairs, argilla_records]
 
@@ -192,7 +209,9 @@ def _judge_spec(settings: Settings) -> JudgeSpec:
     )
 
 
-def _result(out: pl.DataFrame, columns: list[str], **extra: object) -> dg.Output[pl.DataFrame]:
+def _result(
+    out: pl.DataFrame, columns: list[str], checks: list[dg.AssetCheckResult], **extra: object
+) -> dg.MaterializeResult:
     metadata = status_metadata(out) | preview(out, columns)
     metadata |= {k: v if isinstance(v, dg.MetadataValue) else dg.MetadataValue.text(str(v)) for k, v in extra.items()}
-    return dg.Output(out, metadata=metadata)
+    return dg.MaterializeResult(value=out, metadata=metadata, check_results=checks)

@@ -1,8 +1,13 @@
-"""Asset checks per batch: the row ledger (blocking) and quality warnings."""
+"""Asset checks per batch, evaluated inside the asset's own step: the row ledger (blocking) and a duplicate warning.
+
+A ledger check compares a stage's rows with the prompt ids of its input (the batch's prompts, or the stage
+before, whose own blocking check has already accounted for every prompt). Running in the asset's step costs
+no extra step, process or pod per batch; a failed blocking check fails the step after its rows are stored,
+so downstream assets do not run and the rows stay there to be read.
+"""
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
 
 import dagster as dg
@@ -10,48 +15,54 @@ import polars as pl
 
 from pref_assets.core.ledger import LedgerCheck, check_ledger
 
-STAGES = ("generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records", "preference_pairs")
+LEDGER = "ledger"
+DUPLICATES = "no_duplicate_prompts"
 
 
-def build_checks(partitions: dg.PartitionsDefinition, max_failure_rate: float) -> list[dg.AssetChecksDefinition]:
-    """Return a blocking ledger check per stage, plus duplicate-prompt and tie-rate warnings."""
-    return [
-        *(_ledger_check(stage, partitions, max_failure_rate) for stage in STAGES),
-        _duplicates(partitions),
-    ]
-
-
-def _ledger_check(stage: str, partitions: dg.PartitionsDefinition, max_rate: float) -> dg.AssetChecksDefinition:
-    def ledger(**inputs: pl.DataFrame) -> dg.AssetCheckResult:
-        rows, prompts = inputs[stage], inputs["prompts"]
-        check = check_ledger(prompts.to_dicts(), rows.to_dicts(), stage)
-        reasons = Counter(r.split(":")[0] for r in rows.filter(pl.col("failed_stage") == stage)["reason"].to_list())
-        passed = check.passed and check.failure_rate <= max_rate
-        return dg.AssetCheckResult(
-            passed=passed,
-            description=None if passed else _message(stage, check, reasons, max_rate),
-            metadata={
-                "failure_rate": dg.MetadataValue.float(round(check.failure_rate, 4)),
-                "failed_here": dg.MetadataValue.int(check.failed_here),
-                "missing_prompts": dg.MetadataValue.int(len(check.missing)),
-                "rows_without_reason": dg.MetadataValue.int(check.unexplained),
-                "reasons": dg.MetadataValue.json(dict(reasons.most_common())),
-            },
-        )
-
-    # Dagster hands the checked asset to the parameter named after it: name it after this stage.
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [inspect.Parameter(name, kind, annotation=pl.DataFrame) for name in (stage, "prompts")]
-    ledger.__signature__ = inspect.Signature(params, return_annotation=dg.AssetCheckResult)  # type: ignore[attr-defined]
-    return dg.asset_check(
-        name="ledger",
+def ledger_spec(stage: str, upstream: str, max_rate: float) -> dg.AssetCheckSpec:
+    """Return the blocking ledger check of ``stage`` (its rows against the prompt ids of ``upstream``)."""
+    return dg.AssetCheckSpec(
+        LEDGER,
         asset=stage,
-        additional_ins={"prompts": dg.AssetIn("prompts")},
         blocking=True,
-        partitions_def=partitions,
-        description=f"Every prompt of the batch is in {stage}, ok or with a reason; "
+        description=f"Every prompt of {upstream} is in {stage}, ok or with a reason; "
         f"at most {max_rate:.0%} of its rows failed at this stage.",
-    )(ledger)
+    )
+
+
+def ledger_result(stage: str, upstream: pl.DataFrame, rows: pl.DataFrame, max_rate: float) -> dg.AssetCheckResult:
+    """Return the ledger check of ``stage``: no prompt missing, every non-ok row explained, failure rate."""
+    check = check_ledger(upstream.select("prompt_id").to_dicts(), rows.to_dicts(), stage)
+    reasons = Counter(r.split(":")[0] for r in rows.filter(pl.col("failed_stage") == stage)["reason"].to_list())
+    passed = check.passed and check.failure_rate <= max_rate
+    return dg.AssetCheckResult(
+        check_name=LEDGER,
+        passed=passed,
+        description=None if passed else _message(stage, check, reasons, max_rate),
+        metadata={
+            "failure_rate": dg.MetadataValue.float(round(check.failure_rate, 4)),
+            "failed_here": dg.MetadataValue.int(check.failed_here),
+            "missing_prompts": dg.MetadataValue.int(len(check.missing)),
+            "rows_without_reason": dg.MetadataValue.int(check.unexplained),
+            "reasons": dg.MetadataValue.json(dict(reasons.most_common())),
+        },
+    )
+
+
+def duplicates_spec() -> dg.AssetCheckSpec:
+    """Return the duplicate-prompt warning on ``prompts``."""
+    return dg.AssetCheckSpec(DUPLICATES, asset="prompts", description="No duplicate prompts in the batch.")
+
+
+def duplicates_result(prompts: pl.DataFrame) -> dg.AssetCheckResult:
+    """Return the duplicate-prompt warning: duplicates are kept as failed rows, this counts them."""
+    dupes = prompts.filter(pl.col("reason").str.starts_with("duplicate")).height
+    return dg.AssetCheckResult(
+        check_name=DUPLICATES,
+        passed=dupes == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"duplicates": dg.MetadataValue.int(dupes)},
+    )
 
 
 def _message(stage: str, check: LedgerCheck, reasons: Counter[str], max_rate: float) -> str:
@@ -65,16 +76,3 @@ def _message(stage: str, check: LedgerCheck, reasons: Counter[str], max_rate: fl
         "Look at the reasons in the asset's rows, fix the endpoint or input, and re-materialize the "
         "partition: completed calls come from the cache."
     )
-
-
-def _duplicates(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset="prompts", partitions_def=partitions, description="No duplicate prompts in the batch.")
-    def no_duplicate_prompts(prompts: pl.DataFrame) -> dg.AssetCheckResult:
-        dupes = prompts.filter(pl.col("reason").str.starts_with("duplicate")).height
-        return dg.AssetCheckResult(
-            passed=dupes == 0,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"duplicates": dg.MetadataValue.int(dupes)},
-        )
-
-    return no_duplicate_prompts

@@ -11,6 +11,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+# The value an asset hands to this IO manager (inside a MaterializeResult, next to its check results).
+FRAME = dg.PythonObjectDagsterType(pl.DataFrame, name="PolarsDataFrame")
+
 
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores polars frames as Parquet under one base directory; writes are atomic."""

@@ -13,6 +13,8 @@ import polars as pl
 from pref_assets.clients.argilla import ArgillaClient, ArgillaError
 from pref_assets.core import feedback, status
 from pref_assets.defs import schemas
+from pref_assets.defs.checks import ledger_result, ledger_spec
+from pref_assets.defs.io_manager import FRAME
 from pref_assets.defs.metadata import preview, status_metadata
 from pref_assets.defs.resources import ArgillaResource
 from pref_assets.settings import Settings
@@ -35,13 +37,14 @@ PREFERENCE_PAIRS = pl.Schema(dict(schemas.DPO_PAIRS) | {"pair_source": schemas.T
 
 def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Return ``human_feedback`` and ``preference_pairs``, partitioned like the pipeline."""
-    common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io"}
+    common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io", "dagster_type": FRAME}
     n_answers = len(settings.generators)
     policy = settings.pairs
+    max_rate = settings.max_failure_rate
 
     @dg.asset(description="Human labels from Argilla per prompt: mean rating and rank per answer, counts.",
               code_version=CODE_VERSION, **common)  # fmt: skip
-    def human_feedback(argilla: ArgillaResource, argilla_records: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    def human_feedback(argilla: ArgillaResource, argilla_records: pl.DataFrame) -> dg.MaterializeResult:
         rows = argilla_records.to_dicts()
         if argilla.url:
             out_rows, source = _read_feedback(argilla, rows, n_answers)
@@ -50,11 +53,12 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
             source = "no Argilla URL configured: no human labels; preference_pairs uses the judge"
         out = schemas.frame(out_rows, HUMAN_FEEDBACK)
         cols = ["prompt_id", "human_ratings", "human_ranking", "submitted", "status", "reason"]
-        return _output(out, cols, argilla=dg.MetadataValue.text(source))
+        return _output(out, cols, [], argilla=dg.MetadataValue.text(source))
 
     @dg.asset(description="The final pairs: decided by human labels where present, by the judge otherwise.",
-              code_version=CODE_VERSION, **common)  # fmt: skip
-    def preference_pairs(ratings: pl.DataFrame, human_feedback: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+              code_version=CODE_VERSION, check_specs=[ledger_spec("preference_pairs", "ratings", max_rate)],
+              **common)  # fmt: skip
+    def preference_pairs(ratings: pl.DataFrame, human_feedback: pl.DataFrame) -> dg.MaterializeResult:
         labels = {row["prompt_id"]: row for row in human_feedback.to_dicts()}
         rows = [
             feedback.preference_row(r, labels.get(r["prompt_id"]), min_margin=policy.min_margin,
@@ -64,7 +68,8 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
         out = schemas.frame(rows, PREFERENCE_PAIRS)
         sources = Counter(r["pair_source"] for r in rows if r["status"] == status.OK)
         cols = ["prompt_id", "pair_source", "chosen_model", "rejected_model", "margin", "status", "reason"]
-        return _output(out, cols, pairs_by_source=dg.MetadataValue.json(dict(sources)))
+        check = ledger_result("preference_pairs", ratings, out, max_rate)
+        return _output(out, cols, [check], pairs_by_source=dg.MetadataValue.json(dict(sources)))
 
     return [human_feedback, preference_pairs]
 
@@ -89,8 +94,11 @@ def _fetch(client: ArgillaClient, argilla: ArgillaResource, ids: list[str]) -> t
     return client.records_by_external_id(dataset_id, ids), client.progress(dataset_id)
 
 
-def _output(out: pl.DataFrame, columns: list[str], **extra: dg.MetadataValue) -> dg.Output[pl.DataFrame]:
-    return dg.Output(out, metadata=status_metadata(out) | preview(out, columns) | extra)
+def _output(
+    out: pl.DataFrame, columns: list[str], checks: list[dg.AssetCheckResult], **extra: dg.MetadataValue
+) -> dg.MaterializeResult:
+    metadata = status_metadata(out) | preview(out, columns) | extra
+    return dg.MaterializeResult(value=out, metadata=metadata, check_results=checks)
 
 
 def build_review_sensor(settings: Settings, job_name: str, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:
