@@ -32,7 +32,8 @@ def ledger_spec(stage: str, upstream: str, max_rate: float) -> dg.AssetCheckSpec
 
 def ledger_result(stage: str, upstream: pl.DataFrame, rows: pl.DataFrame, max_rate: float) -> dg.AssetCheckResult:
     """Return the ledger check of ``stage``: no prompt missing, every non-ok row explained, failure rate."""
-    check = check_ledger(upstream.select("prompt_id").to_dicts(), rows.to_dicts(), stage)
+    ledger_rows = rows.select("prompt_id", "status", "failed_stage", "reason").to_dicts()
+    check = check_ledger(upstream.select("prompt_id").to_dicts(), ledger_rows, stage)
     reasons = Counter(r.split(":")[0] for r in rows.filter(pl.col("failed_stage") == stage)["reason"].to_list())
     passed = check.passed and check.failure_rate <= max_rate
     return dg.AssetCheckResult(
