@@ -115,8 +115,8 @@ def test_requests_are_paced_to_the_rpm_budget() -> None:
     assert 1.7 < elapsed < 3.5  # 10 at once, then 20 more at 10 per second
 
 
-def test_window_bounds_requests_in_flight() -> None:
-    limiter = Limiter(max_concurrency=3)
+def peak_in_flight(limiter: Limiter, calls: int, *, succeed: bool = False) -> int:
+    """Run ``calls`` short requests through ``limiter`` (reporting success when ``succeed``); return the peak."""
     peak = 0
 
     async def one() -> None:
@@ -124,12 +124,19 @@ def test_window_bounds_requests_in_flight() -> None:
         async with limiter.slot(1):
             peak = max(peak, limiter.in_flight)
             await asyncio.sleep(0.01)
+            if succeed:
+                limiter.record_success(1, 1, {})
 
     async def go() -> None:
-        await asyncio.gather(*(one() for _ in range(40)))
+        await asyncio.gather(*(one() for _ in range(calls)))
 
     asyncio.run(go())
-    assert peak == 3 and limiter.in_flight == 0
+    return peak
+
+
+def test_window_bounds_requests_in_flight() -> None:
+    limiter = Limiter(max_concurrency=3)
+    assert peak_in_flight(limiter, 40) == 3 and limiter.in_flight == 0
 
 
 def test_waiters_get_their_turn_in_arrival_order_and_cancelled_ones_give_it_back() -> None:
@@ -157,20 +164,8 @@ def test_waiters_get_their_turn_in_arrival_order_and_cancelled_ones_give_it_back
 def test_a_growing_window_lets_waiters_in() -> None:
     limiter = Limiter(max_concurrency=4)
     limiter.window = 1.0
-    peak = 0
-
-    async def one() -> None:
-        nonlocal peak
-        async with limiter.slot(1):
-            peak = max(peak, limiter.in_flight)
-            await asyncio.sleep(0.01)
-            limiter.record_success(1, 1, {})
-
-    async def go() -> None:
-        await asyncio.gather(*(one() for _ in range(30)))
-
-    asyncio.run(go())
-    assert peak == 4 and limiter.window == 4.0 and limiter.in_flight == 0
+    assert peak_in_flight(limiter, 30, succeed=True) == 4
+    assert limiter.window == 4.0 and limiter.in_flight == 0
 
 
 def test_dead_endpoint_parks_instead_of_spinning() -> None:

@@ -79,6 +79,15 @@ def answer(raw: bytes, *, keep: bool = True) -> Reply:
     return reply
 
 
+def delayed(seconds: float) -> Reply:
+    async def reply(_: int, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(seconds)
+        writer.write(OK)
+        return True
+
+    return reply
+
+
 async def post(transport: httpx.AsyncBaseTransport, url: str, body: bytes = b"{}", **timeouts: float) -> httpx.Response:
     timeout = httpx.Timeout(timeouts.get("read", 5.0), connect=timeouts.get("connect", 5.0))
     request = httpx.Request(
@@ -179,17 +188,12 @@ def test_a_connection_lost_in_the_body_is_an_error_not_a_short_answer() -> None:
 
 
 def test_timeouts_and_refused_connections_raise_httpx_errors() -> None:
-    async def slow(_: int, writer: asyncio.StreamWriter) -> bool:
-        await asyncio.sleep(1.0)
-        writer.write(OK)
-        return True
-
     async def check(url: str, script: Script) -> None:
         with pytest.raises(httpx.ReadTimeout) as caught:
             await post(KeepAliveTransport(), url, read=0.1)
         assert caught.value.request.url.path == "/v1/chat/completions"
 
-    serve(slow, check)
+    serve(delayed(1.0), check)
 
     async def refused() -> None:
         with pytest.raises(httpx.ConnectError):
@@ -199,18 +203,13 @@ def test_timeouts_and_refused_connections_raise_httpx_errors() -> None:
 
 
 def test_connections_per_origin_are_bounded() -> None:
-    async def slowish(_: int, writer: asyncio.StreamWriter) -> bool:
-        await asyncio.sleep(0.02)
-        writer.write(OK)
-        return True
-
     async def check(url: str, script: Script) -> None:
         transport = KeepAliveTransport(max_connections=2)
         responses = await asyncio.gather(*(post(transport, url) for _ in range(10)))
         assert all(r.status_code == 200 for r in responses)
         await transport.aclose()
 
-    script = serve(slowish, check)
+    script = serve(delayed(0.02), check)
     assert script.peak_open == 2 and len(script.requests) == 10
 
 
