@@ -3,18 +3,21 @@ orchestration tests. Both servers listen on 127.0.0.1 on a free port and are sto
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -26,6 +29,16 @@ PG_DB = "dagster"
 
 class ServiceUnavailable(RuntimeError):
     """The service's binaries are missing or it cannot run here; the tests skip with this message."""
+
+
+def timing_tool() -> ModuleType:
+    """Load ``tools/services/backfill_timing.py``: its daemon, instance and workspace helpers."""
+    spec = importlib.util.spec_from_file_location("backfill_timing", REPO / "tools" / "services" / "backfill_timing.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:
