@@ -11,7 +11,7 @@ from pref_assets.defs.publish import build_hub_resource, build_publish_asset
 from pref_assets.defs.resources import build_argilla_resource, build_llm_resource
 from pref_assets.defs.review import build_review_assets, build_review_sensor
 from pref_assets.defs.schedules import build_next_batches_schedule
-from pref_assets.defs.sensors import build_folder_sensor
+from pref_assets.defs.sensors import build_automation_sensor, build_folder_sensor
 from pref_assets.settings import Settings, load_settings
 
 JOB_NAME = "preference_job"
@@ -49,7 +49,7 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition = dg.i
 
 
 def _sensors(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.SensorDefinition]:
-    sensors = [build_review_sensor(settings, REVIEW_JOB_NAME, partitions)]
+    sensors = [build_review_sensor(settings, REVIEW_JOB_NAME, partitions), build_automation_sensor()]
     if isinstance(partitions, dg.DynamicPartitionsDefinition):
         sensors.append(build_folder_sensor(settings, JOB_NAME, partitions))
     return sensors

@@ -35,6 +35,9 @@ from pref_assets.sources import read_batch
 
 GROUP = "preference"
 CODE_VERSION = "1"
+# Downstream assets follow a new or changed upstream partition when the automation sensor is on (it is off by
+# default: these steps pay for LLM calls), never past a failed blocking check.
+FOLLOW_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 # Steps that call LLMs share one pool (its limit is in dagster.yaml) and retry a failed step with backoff;
 # completed calls come from the request cache, so a retry re-sends only what failed.
 LLM_POOL = "llm"
@@ -44,16 +47,17 @@ LLM_RETRY = dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backoff.EXPONENTI
 def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Return the six assets for ``settings``, all partitioned by ``partitions``."""
     common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io", "dagster_type": FRAME}
+    follows = common | {"automation_condition": FOLLOW_UPSTREAM}
     calls_llm = {"pool": LLM_POOL, "retry_policy": LLM_RETRY}
     generators = settings.generators
     judge = _judge_spec(settings)
     max_rate = settings.max_failure_rate
 
     def ledger(stage: str, upstream: str) -> dg.AssetCheckSpec:
-        return ledger_spec(stage, upstream, max_rate)
+        return ledger_spec(stage, upstream, max_rate, partitions)
 
     @dg.asset(description="One batch of prompts: ids, instructions, topics; bad rows kept with a reason.",
-              code_version=CODE_VERSION, check_specs=[duplicates_spec()], **common)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=[duplicates_spec(partitions)], **common)  # fmt: skip
     def prompts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         try:
             raw, (start, stop) = read_batch(settings.source, context.partition_key, settings.batch_size)
@@ -66,7 +70,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
 
     @dg.asset(description="Each generator's answer to each prompt, with tokens, latency and errors.",
               code_version=CODE_VERSION, check_specs=[ledger("generations_by_model", "prompts")],
-              **common, **calls_llm)  # fmt: skip
+              **follows, **calls_llm)  # fmt: skip
     def generations_by_model(
         context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame
     ) -> dg.MaterializeResult:
@@ -87,7 +91,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         )
 
     @dg.asset(description="One row per prompt: answers and model names in aligned lists, gaps visible.",
-              code_version=CODE_VERSION, check_specs=[ledger("grouped", "prompts")], **common)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=[ledger("grouped", "prompts")], **follows)  # fmt: skip
     def grouped(prompts: pl.DataFrame, generations_by_model: pl.DataFrame) -> dg.MaterializeResult:
         names = [g.name for g in generators]
         rows = group_generations(prompts.to_dicts(), generations_by_model.to_dicts(), names)
@@ -97,7 +101,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
 
     @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
               code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=[ledger("ratings", "grouped")],
-              **common, **calls_llm)  # fmt: skip
+              **follows, **calls_llm)  # fmt: skip
     def ratings(context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame) -> dg.MaterializeResult:
         rows = grouped.to_dicts()
         budget = Budget(Prices(settings.prices()), settings.budget_usd_per_step)
@@ -114,7 +118,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         )
 
     @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
-              code_version=CODE_VERSION, check_specs=[ledger("dpo_pairs", "ratings")], **common)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=[ledger("dpo_pairs", "ratings")], **follows)  # fmt: skip
     def dpo_pairs(ratings: pl.DataFrame) -> dg.MaterializeResult:
         policy = settings.pairs
         rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in ratings.to_dicts()]
@@ -133,7 +137,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         )
 
     @dg.asset(description="Records for human review in Argilla; pushed when an Argilla URL is configured.",
-              code_version=CODE_VERSION, check_specs=[ledger("argilla_records", "ratings")], **common)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=[ledger("argilla_records", "ratings")], **follows)  # fmt: skip
     def argilla_records(
         context: dg.AssetExecutionContext, argilla: ArgillaResource, ratings: pl.DataFrame
     ) -> dg.MaterializeResult:

@@ -8,7 +8,9 @@ so downstream assets do not run and the rows stay there to be read.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -19,12 +21,14 @@ LEDGER = "ledger"
 DUPLICATES = "no_duplicate_prompts"
 
 
-def ledger_spec(stage: str, upstream: str, max_rate: float) -> dg.AssetCheckSpec:
-    """Return the blocking ledger check of ``stage`` (its rows against the prompt ids of ``upstream``)."""
-    return dg.AssetCheckSpec(
+def ledger_spec(stage: str, upstream: str, max_rate: float, partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+    """Return the blocking ledger check of ``stage`` (its rows against the prompt ids of ``upstream``), with a
+    result per batch."""
+    return _partitioned_spec(
         LEDGER,
         asset=stage,
         blocking=True,
+        partitions_def=partitions,
         description=f"Every prompt of {upstream} is in {stage}, ok or with a reason; "
         f"at most {max_rate:.0%} of its rows failed at this stage.",
     )
@@ -50,9 +54,11 @@ def ledger_result(stage: str, upstream: pl.DataFrame, rows: pl.DataFrame, max_ra
     )
 
 
-def duplicates_spec() -> dg.AssetCheckSpec:
-    """Return the duplicate-prompt warning on ``prompts``."""
-    return dg.AssetCheckSpec(DUPLICATES, asset="prompts", description="No duplicate prompts in the batch.")
+def duplicates_spec(partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+    """Return the duplicate-prompt warning on ``prompts``, with a result per batch."""
+    return _partitioned_spec(
+        DUPLICATES, asset="prompts", partitions_def=partitions, description="No duplicate prompts in the batch."
+    )
 
 
 def duplicates_result(prompts: pl.DataFrame) -> dg.AssetCheckResult:
@@ -64,6 +70,13 @@ def duplicates_result(prompts: pl.DataFrame) -> dg.AssetCheckResult:
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"duplicates": dg.MetadataValue.int(dupes)},
     )
+
+
+def _partitioned_spec(name: str, **spec: Any) -> dg.AssetCheckSpec:
+    # A check result per partition is a preview API in Dagster 1.13; its warning would repeat at every load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, **spec)
 
 
 def _message(stage: str, check: LedgerCheck, reasons: Counter[str], max_rate: float) -> str:

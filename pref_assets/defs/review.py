@@ -56,7 +56,7 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
         return _output(out, cols, [], argilla=dg.MetadataValue.text(source))
 
     @dg.asset(description="The final pairs: decided by human labels where present, by the judge otherwise.",
-              code_version=CODE_VERSION, check_specs=[ledger_spec("preference_pairs", "ratings", max_rate)],
+              code_version=CODE_VERSION, check_specs=[ledger_spec("preference_pairs", "ratings", max_rate, partitions)],
               **common)  # fmt: skip
     def preference_pairs(ratings: pl.DataFrame, human_feedback: pl.DataFrame) -> dg.MaterializeResult:
         labels = {row["prompt_id"]: row for row in human_feedback.to_dicts()}

@@ -13,6 +13,23 @@ from pref_assets.settings import Settings
 from pref_assets.sources.folder import FolderScan, scan_folder
 
 SENSOR_NAME = "new_prompt_files"
+AUTOMATION_SENSOR_NAME = "follow_upstream"
+
+
+def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Return the sensor that evaluates the assets' automation conditions (stopped by default).
+
+    Turned on, a partition materialized on its own (``prompts`` of a new batch, say) pulls its downstream
+    assets after it, never past a failed blocking check. Runs of ``preference_job`` (the folder sensor, the
+    schedule, backfills) already cover every asset, so they give it nothing to do.
+    """
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR_NAME,
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        minimum_interval_seconds=30,
+        description="Materializes the downstream assets of a partition that was materialized on its own.",
+    )
 
 
 def build_folder_sensor(
