@@ -12,6 +12,7 @@ proxy is configured in the environment.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections import defaultdict
 from contextlib import asynccontextmanager
@@ -33,7 +34,10 @@ class _Connection:
     reused: bool = False
 
     def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
+        """An idle connection is usable while open and silent: bytes that arrived while it was idle (a server's
+        408 before closing, say) would be read as the answer to the next request."""
+        unread = self.reader._buffer  # StreamReader has no public view of the bytes it holds
+        return not self.writer.is_closing() and not self.reader.at_eof() and not unread
 
     def close(self) -> None:
         self.writer.close()
@@ -70,7 +74,8 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, *, max_connections: int = 100, verify: ssl.SSLContext | bool = True) -> None:
-        """``verify``: an SSL context, True for the certifi authorities (as httpx), False for no checks."""
+        """``verify``: an SSL context; True: SSL_CERT_FILE / SSL_CERT_DIR when set, else certifi (as httpx);
+        False: no verification."""
         self._origins = _Origins(max_connections)
         self._verify = verify
         self._ssl: ssl.SSLContext | None = None
@@ -82,9 +87,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         try:
             async with self._slot(origin, timeouts.get("pool")):
                 try:
-                    return await self._send(origin, payload, request, timeouts)
+                    return await self._send(origin, payload, request, timeouts, fresh=False)
                 except _StaleConnection:
-                    return await self._send(origin, payload, request, timeouts)
+                    return await self._send(origin, payload, request, timeouts, fresh=True)
         except _StaleConnection as err:
             raise httpx.RemoteProtocolError(str(err), request=request) from err
         except httpx.TransportError as err:
@@ -110,9 +115,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         finally:
             slot.release()
 
-    async def _checkout(self, origin: _Origin, timeout: float | None) -> _Connection:
+    async def _checkout(self, origin: _Origin, timeout: float | None, *, fresh: bool) -> _Connection:
         stack = self._origins.idle[origin]
-        while stack:
+        while stack and not fresh:
             conn = stack.pop()
             if conn.usable():
                 return conn
@@ -131,16 +136,22 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             if isinstance(self._verify, ssl.SSLContext):
                 self._ssl = self._verify
             else:
-                self._ssl = ssl.create_default_context(cafile=certifi.where())
+                self._ssl = _default_context()
                 if not self._verify:
                     self._ssl.check_hostname = False
                     self._ssl.verify_mode = ssl.CERT_NONE
         return self._ssl
 
     async def _send(
-        self, origin: _Origin, payload: bytes, request: httpx.Request, timeouts: dict[str, float | None]
+        self,
+        origin: _Origin,
+        payload: bytes,
+        request: httpx.Request,
+        timeouts: dict[str, float | None],
+        *,
+        fresh: bool,
     ) -> httpx.Response:
-        conn = await self._checkout(origin, timeouts.get("connect"))
+        conn = await self._checkout(origin, timeouts.get("connect"), fresh=fresh)
         try:
             head, body, keep = await self._exchange(conn, payload, request.method, timeouts)
         except BaseException:
@@ -161,21 +172,22 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             if conn.writer.transport.get_write_buffer_size():  # the socket did not take it all at once
                 async with _Deadline(timeouts.get("write"), httpx.WriteTimeout, "sending the request took too long"):
                     await conn.writer.drain()
-        except ConnectionError as err:
-            if conn.reused:
+        except OSError as err:  # ConnectionError, ssl.SSLError, EHOSTUNREACH...
+            if conn.reused and isinstance(err, ConnectionError):
                 raise _StaleConnection(f"the server closed the connection: {err!r}") from err
             raise httpx.WriteError(f"sending the request failed: {err!r}") from err
         # One deadline for the whole answer: its head arrives when the model is done, the body right after.
         async with _Deadline(timeouts.get("read"), httpx.ReadTimeout, "no complete response in time"):
             try:
                 head = await _read_head(conn.reader)
-            except (ConnectionError, asyncio.IncompleteReadError) as err:
-                if conn.reused and not getattr(err, "partial", b""):
+            except (OSError, asyncio.IncompleteReadError) as err:
+                closed = isinstance(err, ConnectionError | asyncio.IncompleteReadError)
+                if conn.reused and closed and not getattr(err, "partial", b""):
                     raise _StaleConnection(f"the server closed the connection: {err!r}") from err
                 raise _transport_error(err) from err
             try:
                 body, delimited = await _read_body(conn.reader, head, method)
-            except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
                 raise httpx.ReadError(f"the connection broke in the response body: {err!r}") from err
         return head, body, delimited and _keeps_alive(head)
 
@@ -237,6 +249,14 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             return b"".join(chunks)
         chunks.append(await reader.readexactly(size))
         await reader.readexactly(2)
+
+
+def _default_context() -> ssl.SSLContext:
+    """Trust SSL_CERT_FILE / SSL_CERT_DIR when set (a private authority), else certifi's bundle, as httpx does."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _keeps_alive(head: _Head) -> bool:

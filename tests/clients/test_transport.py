@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -213,12 +214,18 @@ def test_connections_per_origin_are_bounded() -> None:
     assert script.peak_open == 2 and len(script.requests) == 10
 
 
-def test_tls_is_verified_against_the_given_authority() -> None:
+def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Return a server context with a certificate for 127.0.0.1 and a client context that trusts its authority."""
     authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("127.0.0.1").configure_cert(server_context)
     trusted = ssl.create_default_context()
     authority.configure_trust(trusted)
+    return server_context, trusted
+
+
+def test_tls_is_verified_against_the_given_authority() -> None:
+    server_context, trusted = tls_pair()
 
     async def check(url: str, script: Script) -> None:
         assert (await post(KeepAliveTransport(verify=trusted), url)).json() == {"a": "ok"}
@@ -226,6 +233,37 @@ def test_tls_is_verified_against_the_given_authority() -> None:
             await post(KeepAliveTransport(), url)
 
     serve(answer(OK), check, tls=server_context)
+
+
+def test_a_corrupt_tls_record_is_a_read_error() -> None:
+    server_context, trusted = tls_pair()
+
+    async def corrupt(_: int, writer: asyncio.StreamWriter) -> bool:
+        os.write(writer.get_extra_info("socket").fileno(), b"\x17\x03\x03\x00\x10" + b"x" * 16)  # past TLS
+        return True
+
+    async def check(url: str, script: Script) -> None:
+        with pytest.raises(httpx.ReadError):
+            await post(KeepAliveTransport(verify=trusted), url)
+
+    serve(corrupt, check, tls=server_context)
+
+
+def test_bytes_that_arrive_on_an_idle_connection_retire_it() -> None:
+    async def reply(_: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")  # then the server closes
+        return False
+
+    async def check(url: str, script: Script) -> None:
+        transport = KeepAliveTransport()
+        await post(transport, url)
+        await asyncio.sleep(0.05)
+        assert (await post(transport, url)).status_code == 200
+
+    assert serve(reply, check).connections == 2
 
 
 def test_chat_client_sends_its_key_and_uses_the_proxy_transport_when_one_is_set(
