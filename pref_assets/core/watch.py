@@ -94,7 +94,7 @@ def plan_file(stamp: FileStamp, digests: tuple[str, ...], before: FileState | No
     revision = (before.revision if before else 0) + (1 if digests != old else 0)
     state = FileState(stamp.version, revision, digests)
     changed = [i for i, digest in enumerate(digests) if i >= len(old) or old[i] != digest]
-    runs = tuple(_run(stamp.name, i, revision, digests[i]) for i in changed)
+    runs = tuple(_run(stamp, i, revision, digests[i]) for i in changed)
     return FileChange(
         file_name=stamp.name,
         state=state,
@@ -104,6 +104,7 @@ def plan_file(stamp: FileStamp, digests: tuple[str, ...], before: FileState | No
     )
 
 
-def _run(file_name: str, index: int, revision: int, digest: str) -> RunPlan:
-    key = FileBatch(file_name, index).key
-    return RunPlan(key, f"{key}@r{revision}-{digest}")
+def _run(stamp: FileStamp, index: int, revision: int, digest: str) -> RunPlan:
+    # The file's version makes the key new when a removed file comes back with content it had before.
+    key = FileBatch(stamp.name, index).key
+    return RunPlan(key, f"{key}@r{revision}-{stable_hash(stamp.version)[:8]}-{digest}")

@@ -53,8 +53,8 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
     judge = _judge_spec(settings)
     max_rate = settings.max_failure_rate
 
-    def ledger(stage: str, upstream: str) -> dg.AssetCheckSpec:
-        return ledger_spec(stage, upstream, max_rate, partitions)
+    def ledger(stage: str) -> dg.AssetCheckSpec:
+        return ledger_spec(stage, max_rate, partitions)
 
     @dg.asset(description="One batch of prompts: ids, instructions, topics; bad rows kept with a reason.",
               code_version=CODE_VERSION, check_specs=[duplicates_spec(partitions)], **common)  # fmt: skip
@@ -69,7 +69,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         return _result(out, cols, [duplicates_result(out)], source=settings.source.kind)
 
     @dg.asset(description="Each generator's answer to each prompt, with tokens, latency and errors.",
-              code_version=CODE_VERSION, check_specs=[ledger("generations_by_model", "prompts")],
+              code_version=CODE_VERSION, check_specs=[ledger("generations_by_model")],
               **follows, **calls_llm)  # fmt: skip
     def generations_by_model(
         context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame
@@ -91,7 +91,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         )
 
     @dg.asset(description="One row per prompt: answers and model names in aligned lists, gaps visible.",
-              code_version=CODE_VERSION, check_specs=[ledger("grouped", "prompts")], **follows)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=[ledger("grouped")], **follows)  # fmt: skip
     def grouped(prompts: pl.DataFrame, generations_by_model: pl.DataFrame) -> dg.MaterializeResult:
         names = [g.name for g in generators]
         rows = group_generations(prompts.to_dicts(), generations_by_model.to_dicts(), names)
@@ -100,9 +100,11 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         return _result(out, cols, [ledger_result("grouped", prompts, out, max_rate)])
 
     @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
-              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=[ledger("ratings", "grouped")],
+              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=[ledger("ratings")],
               **follows, **calls_llm)  # fmt: skip
-    def ratings(context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame) -> dg.MaterializeResult:
+    def ratings(
+        context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame, grouped: pl.DataFrame
+    ) -> dg.MaterializeResult:
         rows = grouped.to_dicts()
         budget = Budget(Prices(settings.prices()), settings.budget_usd_per_step)
         run = lambda calls: _call_llm(context, llm, budget, calls)  # noqa: E731
@@ -112,14 +114,14 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
         report = judge_report(rated)
         chart = histogram_chart(report["rating_histogram"])
-        check = ledger_result("ratings", grouped, out, max_rate)
+        check = ledger_result("ratings", prompts, out, max_rate)
         return _result(
             out, cols, [check], **report_metadata(report), **chart, **_judge_tokens(outcomes, settings.judge)
         )
 
     @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
-              code_version=CODE_VERSION, check_specs=[ledger("dpo_pairs", "ratings")], **follows)  # fmt: skip
-    def dpo_pairs(ratings: pl.DataFrame) -> dg.MaterializeResult:
+              code_version=CODE_VERSION, check_specs=[ledger("dpo_pairs")], **follows)  # fmt: skip
+    def dpo_pairs(prompts: pl.DataFrame, ratings: pl.DataFrame) -> dg.MaterializeResult:
         policy = settings.pairs
         rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in ratings.to_dicts()]
         out = schemas.frame(rows, schemas.DPO_PAIRS)
@@ -133,13 +135,13 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
             "reason",
         ]
         return _result(
-            out, cols, [ledger_result("dpo_pairs", ratings, out, max_rate)], **report_metadata(pair_report(rows))
+            out, cols, [ledger_result("dpo_pairs", prompts, out, max_rate)], **report_metadata(pair_report(rows))
         )
 
     @dg.asset(description="Records for human review in Argilla; pushed when an Argilla URL is configured.",
-              code_version=CODE_VERSION, check_specs=[ledger("argilla_records", "ratings")], **follows)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=[ledger("argilla_records")], **follows)  # fmt: skip
     def argilla_records(
-        context: dg.AssetExecutionContext, argilla: ArgillaResource, ratings: pl.DataFrame
+        context: dg.AssetExecutionContext, argilla: ArgillaResource, prompts: pl.DataFrame, ratings: pl.DataFrame
     ) -> dg.MaterializeResult:
         rows = _records(ratings.to_dicts(), argilla.dataset, context.partition_key)
         target = "not pushed: no Argilla URL configured; records kept in this asset's Parquet file"
@@ -153,7 +155,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
                 client.close()
         out = schemas.frame(rows, schemas.ARGILLA_RECORDS)
         cols = ["prompt_id", "record_id", "pushed", "status", "reason"]
-        return _result(out, cols, [ledger_result("argilla_records", ratings, out, max_rate)], argilla=target)
+        return _result(out, cols, [ledger_result("argilla_records", prompts, out, max_rate)], argilla=target)
 
     return [prompts, generations_by_model, grouped, ratings, dpo_pairs, argilla_records]
 

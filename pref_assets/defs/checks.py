@@ -1,9 +1,9 @@
 """Asset checks per batch, evaluated inside the asset's own step: the row ledger (blocking) and a duplicate warning.
 
-A ledger check compares a stage's rows with the prompt ids of its input (the batch's prompts, or the stage
-before, whose own blocking check has already accounted for every prompt). Running in the asset's step costs
-no extra step, process or pod per batch; a failed blocking check fails the step after its rows are stored,
-so downstream assets do not run and the rows stay there to be read.
+A ledger check compares a stage's rows with the batch's prompts, so a stage materialized on its own after an
+upstream one lost a row still fails. Running in the asset's step costs no extra step, process or pod per batch;
+a failed blocking check fails the step after its rows are stored, so downstream assets do not run and the rows
+stay there to be read.
 """
 
 from __future__ import annotations
@@ -21,23 +21,22 @@ LEDGER = "ledger"
 DUPLICATES = "no_duplicate_prompts"
 
 
-def ledger_spec(stage: str, upstream: str, max_rate: float, partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
-    """Return the blocking ledger check of ``stage`` (its rows against the prompt ids of ``upstream``), with a
-    result per batch."""
+def ledger_spec(stage: str, max_rate: float, partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+    """Return the blocking ledger check of ``stage`` (its rows against the batch's prompts), a result per batch."""
     return _partitioned_spec(
         LEDGER,
         asset=stage,
         blocking=True,
         partitions_def=partitions,
-        description=f"Every prompt of {upstream} is in {stage}, ok or with a reason; "
+        description=f"Every prompt of the batch is in {stage}, ok or with a reason; "
         f"at most {max_rate:.0%} of its rows failed at this stage.",
     )
 
 
-def ledger_result(stage: str, upstream: pl.DataFrame, rows: pl.DataFrame, max_rate: float) -> dg.AssetCheckResult:
+def ledger_result(stage: str, prompts: pl.DataFrame, rows: pl.DataFrame, max_rate: float) -> dg.AssetCheckResult:
     """Return the ledger check of ``stage``: no prompt missing, every non-ok row explained, failure rate."""
     ledger_rows = rows.select("prompt_id", "status", "failed_stage", "reason").to_dicts()
-    check = check_ledger(upstream.select("prompt_id").to_dicts(), ledger_rows, stage)
+    check = check_ledger(prompts.select("prompt_id").to_dicts(), ledger_rows, stage)
     reasons = Counter(r.split(":")[0] for r in rows.filter(pl.col("failed_stage") == stage)["reason"].to_list())
     passed = check.passed and check.failure_rate <= max_rate
     return dg.AssetCheckResult(

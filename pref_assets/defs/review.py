@@ -56,9 +56,11 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
         return _output(out, cols, [], argilla=dg.MetadataValue.text(source))
 
     @dg.asset(description="The final pairs: decided by human labels where present, by the judge otherwise.",
-              code_version=CODE_VERSION, check_specs=[ledger_spec("preference_pairs", "ratings", max_rate, partitions)],
+              code_version=CODE_VERSION, check_specs=[ledger_spec("preference_pairs", max_rate, partitions)],
               **common)  # fmt: skip
-    def preference_pairs(ratings: pl.DataFrame, human_feedback: pl.DataFrame) -> dg.MaterializeResult:
+    def preference_pairs(
+        prompts: pl.DataFrame, ratings: pl.DataFrame, human_feedback: pl.DataFrame
+    ) -> dg.MaterializeResult:
         labels = {row["prompt_id"]: row for row in human_feedback.to_dicts()}
         rows = [
             feedback.preference_row(r, labels.get(r["prompt_id"]), min_margin=policy.min_margin,
@@ -68,7 +70,7 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
         out = schemas.frame(rows, PREFERENCE_PAIRS)
         sources = Counter(r["pair_source"] for r in rows if r["status"] == status.OK)
         cols = ["prompt_id", "pair_source", "chosen_model", "rejected_model", "margin", "status", "reason"]
-        check = ledger_result("preference_pairs", ratings, out, max_rate)
+        check = ledger_result("preference_pairs", prompts, out, max_rate)
         return _output(out, cols, [check], pairs_by_source=dg.MetadataValue.json(dict(sources)))
 
     return [human_feedback, preference_pairs]

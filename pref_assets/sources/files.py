@@ -39,7 +39,10 @@ def read_file(path: Path) -> list[RawRow]:
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise PromptSourceError(f"{path}: unsupported file type; use one of {', '.join(FORMATS)}")
-    rows = reader(path)
+    try:
+        rows = reader(path)
+    except OSError as err:  # permissions, removed while read, I/O errors
+        raise PromptSourceError(f"{path}: cannot read the file ({err.strerror or err})") from err
     if not rows:
         raise PromptSourceError(f"{path}: the file has no rows")
     return rows

@@ -79,6 +79,12 @@ def test_content_that_returns_to_an_earlier_version_gets_a_new_run_key() -> None
     assert len(set(run_keys)) == 3
 
 
+def test_a_removed_file_that_comes_back_with_the_same_content_gets_a_new_run_key() -> None:
+    first = plan_file(FileStamp("a.jsonl", "10:1"), ("d0",), None)
+    again = plan_file(FileStamp("a.jsonl", "10:2"), ("d0",), None)  # the cursor forgot it when it was removed
+    assert first.runs[0].run_key != again.runs[0].run_key
+
+
 def test_a_shrunk_file_reports_its_stale_batches() -> None:
     change = plan_file(FileStamp("a.jsonl", "v2"), ("d0",), FileState("v1", 1, ("d0", "d1", "d2")))
     assert change.stale_keys == ("a.jsonl/batch-00001", "a.jsonl/batch-00002")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from pref_assets.definitions import JOB_NAME, build_definitions
 from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
@@ -46,3 +47,22 @@ def test_healthy_batch_passes_every_ledger_check(tmp_path: Path) -> None:
     checks = _checks(result)
     assert {"generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records", "prompts"} <= set(checks)
     assert all(c.passed for c in checks.values())
+
+
+def test_a_stage_run_on_its_own_still_answers_for_every_prompt(tmp_path: Path) -> None:
+    with run_fake_openai(seed=1) as server:
+        defs = build_definitions(_settings(server.base_url, tmp_path, 0.3))
+        defs.resolve_job_def(JOB_NAME).execute_in_process(
+            partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral()
+        )
+    ratings = tmp_path / "ratings" / "batch-00000.parquet"
+    pl.read_parquet(ratings).slice(1).write_parquet(ratings)  # a prompt lost upstream of dpo_pairs
+    only_pairs = defs.resolve_implicit_global_asset_job_def()
+    result = only_pairs.execute_in_process(
+        partition_key="batch-00000",
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey("dpo_pairs")],
+        raise_on_error=False,
+    )
+    check = _checks(result)["dpo_pairs"]
+    assert not check.passed and check.description.startswith("dpo_pairs lost rows: 1 prompts missing")

@@ -21,11 +21,11 @@ def test_asset_graph_snapshot() -> None:
         "prompts": [],
         "generations_by_model": ["prompts"],
         "grouped": ["generations_by_model", "prompts"],
-        "ratings": ["grouped"],
-        "dpo_pairs": ["ratings"],
-        "argilla_records": ["ratings"],
+        "ratings": ["grouped", "prompts"],  # every stage's ledger check reads the batch's prompts
+        "dpo_pairs": ["prompts", "ratings"],
+        "argilla_records": ["prompts", "ratings"],
         "human_feedback": ["argilla_records"],
-        "preference_pairs": ["human_feedback", "ratings"],
+        "preference_pairs": ["human_feedback", "prompts", "ratings"],
         "preference_dataset": ["preference_pairs"],
     }
 
