@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import dagster as dg
 
 from pref_assets.defs.assets import build_assets
@@ -56,3 +58,7 @@ def _sensors(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg
 
 
 defs = build_definitions(load_settings())
+# What is loaded by now (Dagster, polars, these definitions: a few hundred thousand objects) lives as long as the
+# process. Keep it out of the cyclic collector's full passes, which would rescan all of it each time (about 0.1 s,
+# stalling the request loop of an LLM step); reference counting still frees what it can.
+gc.freeze()
