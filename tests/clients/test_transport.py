@@ -90,7 +90,7 @@ def delayed(seconds: float) -> Reply:
 
 
 async def post(transport: httpx.AsyncBaseTransport, url: str, body: bytes = b"{}", **timeouts: float) -> httpx.Response:
-    timeout = httpx.Timeout(timeouts.get("read", 5.0), connect=timeouts.get("connect", 5.0))
+    timeout = httpx.Timeout(5.0, read=timeouts.get("read", 5.0), pool=timeouts.get("pool", 5.0))
     request = httpx.Request(
         "POST", url + "/v1/chat/completions", content=body, extensions={"timeout": timeout.as_dict()}
     )
@@ -201,6 +201,31 @@ def test_timeouts_and_refused_connections_raise_httpx_errors() -> None:
             await post(KeepAliveTransport(), "http://127.0.0.1:9")
 
     asyncio.run(refused())
+
+
+def test_a_cancelled_request_gives_back_its_slot_and_drops_its_connection() -> None:
+    async def check(url: str, script: Script) -> None:
+        transport = KeepAliveTransport(max_connections=1)
+        first = asyncio.create_task(post(transport, url))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        assert (await post(transport, url, pool=0.2)).status_code == 200  # the only slot is free again
+        with pytest.raises(httpx.PoolTimeout):  # and a busy slot makes the next request wait, then give up
+            await asyncio.gather(post(transport, url), post(transport, url, pool=0.05))
+
+    script = serve(delayed(0.1), check)
+    assert script.connections == 2  # the cancelled request's connection was not reused
+
+
+def test_an_http10_answer_closes_the_connection_unless_kept_alive() -> None:
+    async def check(url: str, script: Script) -> None:
+        transport = KeepAliveTransport()
+        for _ in range(2):
+            assert (await post(transport, url)).content == b"ok"
+
+    plain = serve(answer(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"), check)
+    kept = serve(answer(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"), check)
+    assert (plain.connections, kept.connections) == (2, 1)
 
 
 def test_connections_per_origin_are_bounded() -> None:

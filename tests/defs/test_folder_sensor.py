@@ -131,7 +131,7 @@ def test_a_bad_file_is_logged_and_does_not_block_a_good_one(
     assert [r.partition_key for r in daemon.tick().run_requests] == _keys("bad.jsonl", 0)
 
 
-def test_partial_and_hidden_files_are_ignored(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+def test_partial_and_hidden_files_wait_until_they_are_complete(tmp_path: Path, instance: dg.DagsterInstance) -> None:
     daemon = Daemon(_defs(tmp_path), instance)
     _drop(tmp_path, ".incoming.jsonl", 5)
     _drop(tmp_path, "incoming.jsonl.part", 5)
@@ -139,6 +139,13 @@ def test_partial_and_hidden_files_are_ignored(tmp_path: Path, instance: dg.Dagst
     result = daemon.tick()
     assert result.run_requests == []
     assert daemon.partitions() == []
+
+    (tmp_path / ".incoming.jsonl").rename(tmp_path / "incoming.jsonl")  # written, then renamed into place
+    os.utime(tmp_path / "being-written.jsonl", (time.time() - 60, time.time() - 60))  # no longer being written
+    later = daemon.tick()
+    expected = _keys("being-written.jsonl", 0) + _keys("incoming.jsonl", 0)
+    assert sorted(r.partition_key for r in later.run_requests) == expected
+    assert sorted(daemon.partitions()) == expected
 
 
 def test_the_schedule_walks_the_added_partitions(tmp_path: Path, instance: dg.DagsterInstance) -> None:
