@@ -13,7 +13,7 @@ from pref_assets.defs.publish import build_hub_resource, build_publish_asset
 from pref_assets.defs.resources import build_argilla_resource, build_llm_resource
 from pref_assets.defs.review import build_review_assets, build_review_sensor
 from pref_assets.defs.schedules import build_next_batches_schedule
-from pref_assets.defs.sensors import build_automation_sensor, build_folder_sensor
+from pref_assets.defs.sensors import build_automation_sensor, build_folder_sensor, build_hub_revision_sensor
 from pref_assets.settings import Settings, load_settings
 
 JOB_NAME = "preference_job"
@@ -54,6 +54,8 @@ def _sensors(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg
     sensors = [build_review_sensor(settings, REVIEW_JOB_NAME, partitions), build_automation_sensor()]
     if isinstance(partitions, dg.DynamicPartitionsDefinition):
         sensors.append(build_folder_sensor(settings, JOB_NAME, partitions))
+    if settings.source.kind == "hub" and settings.source.revision is None:
+        sensors.append(build_hub_revision_sensor(settings, JOB_NAME, partitions))
     return sensors
 
 

@@ -74,6 +74,8 @@ class SourceSettings(_Strict):
 
     ``kind: folder`` watches ``folder``: the ``new_prompt_files`` sensor looks every ``poll_interval_s``
     seconds and turns each new or changed file (untouched for ``min_file_age_s`` seconds) into batches.
+    ``kind: hub`` without a ``revision`` follows the dataset's default branch: the ``new_hub_revision`` sensor
+    (off by default) looks every ``hub_poll_interval_s`` seconds and reruns every batch on a new revision.
     """
 
     kind: Literal["embedded", "files", "hub", "folder"] = "embedded"
@@ -81,6 +83,7 @@ class SourceSettings(_Strict):
     folder: str | None = None
     poll_interval_s: int = Field(30, ge=1, description="folder sources: seconds between two looks at the folder")
     min_file_age_s: float = Field(2.0, ge=0, description="folder sources: ignore files modified more recently")
+    hub_poll_interval_s: int = Field(600, ge=30, description="hub sources: seconds between two looks at the Hub")
     columns: dict[str, str] = Field(default_factory=dict)
     repo_id: str | None = None
     split: str = "train"

@@ -30,8 +30,10 @@ from pref_assets.defs.metadata import (
     status_metadata,
 )
 from pref_assets.defs.resources import ArgillaResource, LLMResource
+from pref_assets.defs.sensors import HUB_REVISION_TAG
 from pref_assets.settings import JudgeSettings, Settings
 from pref_assets.sources import read_batch
+from pref_assets.sources.hub import pinned
 
 GROUP = "preference"
 CODE_VERSION = "1"
@@ -60,7 +62,8 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
               code_version=CODE_VERSION, check_specs=[duplicates_spec(partitions)], **common)  # fmt: skip
     def prompts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         try:
-            raw, (start, stop) = read_batch(settings.source, context.partition_key, settings.batch_size)
+            source = pinned(settings.source, context.run.tags.get(HUB_REVISION_TAG))
+            raw, (start, stop) = read_batch(source, context.partition_key, settings.batch_size)
             rows = normalize_rows(raw, settings.source.columns, max_chars=settings.source.max_prompt_chars)
         except PromptSourceError as err:
             raise dg.Failure(description=f"prompt source: {err}") from err

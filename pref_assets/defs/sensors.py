@@ -11,9 +11,13 @@ from pref_assets.core.prompts import PromptSourceError
 from pref_assets.core.watch import FolderCursor
 from pref_assets.settings import Settings
 from pref_assets.sources.folder import FolderScan, scan_folder
+from pref_assets.sources.hub import latest_revision
 
 SENSOR_NAME = "new_prompt_files"
 AUTOMATION_SENSOR_NAME = "follow_upstream"
+HUB_SENSOR_NAME = "new_hub_revision"
+# The Hub revision a run reads its batch from (set by the hub sensor; the source's own revision otherwise).
+HUB_REVISION_TAG = "pref_assets/hub_revision"
 
 
 def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
@@ -84,3 +88,33 @@ def _skip_reason(scan: FolderScan) -> str:
     if scan.problems:
         return f"{len(scan.problems)} unreadable file(s), see the tick's logs; nothing new to run"
     return "no new or changed prompt file"
+
+
+def build_hub_revision_sensor(
+    settings: Settings, job_name: str, partitions: dg.PartitionsDefinition
+) -> dg.SensorDefinition:
+    """Return the sensor that reruns every batch when the Hub dataset gets a new revision (stopped by default).
+
+    Its first tick notes the revision the dataset is at; every later revision requests a run per batch, tagged
+    with the revision so that each batch reads exactly that one. Answers already paid for come from the
+    request cache, so only new or changed prompts cost anything.
+    """
+    source = settings.source
+
+    @dg.sensor(name=HUB_SENSOR_NAME, job_name=job_name, minimum_interval_seconds=source.hub_poll_interval_s,
+               default_status=dg.DefaultSensorStatus.STOPPED,
+               description=f"Reruns every batch when {source.repo_id} gets a new revision on the Hub.")  # fmt: skip
+    def new_hub_revision(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        try:
+            revision = latest_revision(str(source.repo_id))
+        except PromptSourceError as err:
+            return dg.SkipReason(str(err))
+        if context.cursor is None or context.cursor == revision:
+            seen = "first look" if context.cursor is None else "unchanged"
+            return dg.SensorResult(skip_reason=f"{source.repo_id} at {revision[:12]} ({seen})", cursor=revision)
+        keys = partitions.get_partition_keys(dynamic_partitions_store=context.instance)
+        runs = [dg.RunRequest(run_key=f"{key}@{revision}", partition_key=key, tags={HUB_REVISION_TAG: revision})
+                for key in keys]  # fmt: skip
+        return dg.SensorResult(run_requests=runs, cursor=revision)
+
+    return new_hub_revision

@@ -24,6 +24,30 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+def latest_revision(repo_id: str, *, timeout: float = 10.0) -> str:
+    """Return the commit the Hub dataset ``repo_id`` is at now (its default branch); raise PromptSourceError."""
+    from huggingface_hub import get_token  # the token of HF_TOKEN or of `huggingface-cli login`
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    token = get_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.get(f"{endpoint}/api/datasets/{repo_id}", headers=headers, timeout=timeout)
+    except httpx.TransportError as err:
+        raise PromptSourceError(f"{repo_id!r}: the Hub is unreachable ({type(err).__name__})") from err
+    if response.status_code != 200:
+        raise PromptSourceError(f"{repo_id!r}: the Hub answered HTTP {response.status_code}")
+    try:
+        return str(response.json()["sha"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise PromptSourceError(f"{repo_id!r}: the Hub's answer has no revision") from err
+
+
+def pinned(source: SourceSettings, revision: str | None) -> SourceSettings:
+    """Return ``source`` reading Hub revision ``revision`` (when given) instead of its configured one."""
+    return source.model_copy(update={"revision": revision}) if revision and source.kind == "hub" else source
+
+
 def read_hub(source: SourceSettings) -> list[RawRow]:
     """Return the rows of ``source.repo_id`` / ``source.split``."""
     if not source.repo_id:
