@@ -132,6 +132,14 @@ class ArgillaSettings(_Strict):
     sensor_interval_s: int = Field(60, ge=1)
 
 
+class QualitySettings(_Strict):
+    """Limits of the per-batch quality warnings: a batch past one is flagged in the UI, not stopped."""
+
+    max_empty_answer_rate: float = Field(0.05, ge=0, le=1, description="generations answered with no text")
+    max_judge_parse_failure_rate: float = Field(0.1, ge=0, le=1, description="judge answers unparseable after re-asks")
+    max_tie_rate: float = Field(0.5, ge=0, le=1, description="judged prompts whose answers all got the same score")
+
+
 class ScheduleSettings(_Strict):
     """The ``next_batches`` schedule (stopped until turned on): how often, and how many batches a tick."""
 
@@ -186,6 +194,7 @@ class Settings(_Strict):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     budget_usd_per_step: float | None = Field(
         None, gt=0, description="per LLM step of a batch (generations, ratings): stop new requests past this spend"
     )

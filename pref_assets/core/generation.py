@@ -9,6 +9,8 @@ from pref_assets.core import status
 from pref_assets.core.calls import Call
 from pref_assets.core.conversation import prompt_messages
 
+EMPTY_ANSWER = "empty_answer"
+
 
 class Generator(Protocol):
     """What the step needs to know of a generator model."""
@@ -64,7 +66,7 @@ def generation_row(prompt_id: str, model: str, result: Result) -> dict[str, Any]
     if result.error_kind is not None:
         return row | status.failure(status.STAGE_GENERATIONS, f"{result.error_kind}: {result.error}")
     if not (result.text or "").strip():
-        return row | status.failure(status.STAGE_GENERATIONS, "empty_answer")
+        return row | status.failure(status.STAGE_GENERATIONS, EMPTY_ANSWER)
     return row | status.ok()
 
 

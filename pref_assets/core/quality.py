@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pref_assets.core import status
+from pref_assets.core.generation import EMPTY_ANSWER
 from pref_assets.core.pairs import ALL_TIED
 
 
@@ -80,13 +81,22 @@ def pair_report(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     pairs = [r for r in rows if r["status"] == status.OK]
     skipped = [r for r in rows if r["status"] == status.SKIPPED]
     judged = len(pairs) + len(skipped)
+    ties = sum(r["reason"] == ALL_TIED for r in skipped)
     margins = [r["margin"] for r in pairs]
     return {
         "pairs": len(pairs),
-        "tie_rate": _rate(sum(r["reason"] == ALL_TIED for r in skipped), judged),
+        "judged": judged,
+        "ties": ties,
+        "tie_rate": _rate(ties, judged),
         "skipped_by_reason": dict(Counter(r["reason"] for r in skipped).most_common()),
         "mean_margin": round(sum(margins) / len(margins), 4) if margins else None,
     }
+
+
+def empty_answers(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Return how many generation calls came back without text, and how many came back at all."""
+    empty = sum(r["reason"] == EMPTY_ANSWER for r in rows)
+    return empty, empty + sum(r["status"] == status.OK for r in rows)
 
 
 def _rate(part: int, whole: int) -> float | None:

@@ -12,14 +12,25 @@ from pref_assets.core import status
 from pref_assets.core.calls import Call
 from pref_assets.core.generation import generation_row, plan_generations, upstream_failure_row
 from pref_assets.core.grouping import group_generations
+from pref_assets.core.judge import UNPARSEABLE
 from pref_assets.core.pairs import pair_row
 from pref_assets.core.prompts import PromptSourceError, normalize_rows
-from pref_assets.core.quality import judge_report, pair_report
+from pref_assets.core.quality import empty_answers, judge_report, pair_report
 from pref_assets.core.rating import JudgeSpec, Outcome, judge_all, plan_tasks, rating_rows
 from pref_assets.core.records import build_record
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
-from pref_assets.defs.checks import duplicates_result, duplicates_spec, ledger_result, ledger_spec
+from pref_assets.defs.checks import (
+    EMPTY_ANSWERS,
+    PARSE_FAILURES,
+    TIES,
+    duplicates_result,
+    duplicates_spec,
+    ledger_result,
+    ledger_spec,
+    rate_result,
+    warning_spec,
+)
 from pref_assets.defs.io_manager import FRAME
 from pref_assets.defs.metadata import (
     call_metadata,
@@ -55,8 +66,17 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
     judge = _judge_spec(settings)
     max_rate = settings.max_failure_rate
 
+    quality = settings.quality
+
     def ledger(stage: str) -> dg.AssetCheckSpec:
         return ledger_spec(stage, max_rate, partitions)
+
+    generation_checks = [
+        ledger("generations_by_model"),
+        warning_spec(EMPTY_ANSWERS, partitions, quality.max_empty_answer_rate),
+    ]
+    rating_checks = [ledger("ratings"), warning_spec(PARSE_FAILURES, partitions, quality.max_judge_parse_failure_rate)]
+    pair_checks = [ledger("dpo_pairs"), warning_spec(TIES, partitions, quality.max_tie_rate)]
 
     @dg.asset(description="One batch of prompts: ids, instructions, topics; bad rows kept with a reason.",
               code_version=CODE_VERSION, check_specs=[duplicates_spec(partitions)], **common)  # fmt: skip
@@ -72,7 +92,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         return _result(out, cols, [duplicates_result(out)], source=settings.source.kind)
 
     @dg.asset(description="Each generator's answer to each prompt, with tokens, latency and errors.",
-              code_version=CODE_VERSION, check_specs=[ledger("generations_by_model")],
+              code_version=CODE_VERSION, check_specs=generation_checks,
               **follows, **calls_llm)  # fmt: skip
     def generations_by_model(
         context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame
@@ -88,7 +108,10 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         return _result(
             out,
             ["prompt_id", "model", "generation", "status", "reason"],
-            [ledger_result("generations_by_model", prompts, out, max_rate)],
+            [
+                ledger_result("generations_by_model", prompts, out, max_rate),
+                rate_result(EMPTY_ANSWERS, *empty_answers(out_rows), quality.max_empty_answer_rate),
+            ],
             **call_metadata(out, "model"),
             **cost,
         )
@@ -103,7 +126,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         return _result(out, cols, [ledger_result("grouped", prompts, out, max_rate)])
 
     @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
-              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=[ledger("ratings")],
+              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=rating_checks,
               **follows, **calls_llm)  # fmt: skip
     def ratings(
         context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame, grouped: pl.DataFrame
@@ -117,13 +140,15 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
         report = judge_report(rated)
         chart = histogram_chart(report["rating_histogram"])
-        check = ledger_result("ratings", prompts, out, max_rate)
-        return _result(
-            out, cols, [check], **report_metadata(report), **chart, **_judge_tokens(outcomes, settings.judge)
-        )
+        unparseable = report["failures_by_reason"].get(UNPARSEABLE, 0)
+        checks = [
+            ledger_result("ratings", prompts, out, max_rate),
+            rate_result(PARSE_FAILURES, unparseable, report["judge_calls"], quality.max_judge_parse_failure_rate),
+        ]
+        return _result(out, cols, checks, **report_metadata(report), **chart, **_judge_tokens(outcomes, settings.judge))
 
     @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
-              code_version=CODE_VERSION, check_specs=[ledger("dpo_pairs")], **follows)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=pair_checks, **follows)  # fmt: skip
     def dpo_pairs(prompts: pl.DataFrame, ratings: pl.DataFrame) -> dg.MaterializeResult:
         policy = settings.pairs
         rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in ratings.to_dicts()]
@@ -137,9 +162,12 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
             "status",
             "reason",
         ]
-        return _result(
-            out, cols, [ledger_result("dpo_pairs", prompts, out, max_rate)], **report_metadata(pair_report(rows))
-        )
+        report = pair_report(rows)
+        checks = [
+            ledger_result("dpo_pairs", prompts, out, max_rate),
+            rate_result(TIES, report["ties"], report["judged"], quality.max_tie_rate),
+        ]
+        return _result(out, cols, checks, **report_metadata(report))
 
     @dg.asset(description="Records for human review in Argilla; pushed when an Argilla URL is configured.",
               code_version=CODE_VERSION, check_specs=[ledger("argilla_records")], **follows)  # fmt: skip

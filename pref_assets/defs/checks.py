@@ -1,4 +1,5 @@
-"""Asset checks per batch, evaluated inside the asset's own step: the row ledger (blocking) and a duplicate warning.
+"""Asset checks per batch, evaluated inside the asset's own step: the row ledger (blocking) and quality warnings
+(duplicate prompts, empty answers, judge parse failures, ties).
 
 A ledger check compares a stage's rows with the batch's prompts, so a stage materialized on its own after an
 upstream one lost a row still fails. Running in the asset's step costs no extra step, process or pod per batch;
@@ -19,6 +20,14 @@ from pref_assets.core.ledger import LedgerCheck, check_ledger
 
 LEDGER = "ledger"
 DUPLICATES = "no_duplicate_prompts"
+EMPTY_ANSWERS = "empty_answers"
+PARSE_FAILURES = "judge_parse_failures"
+TIES = "tie_rate"
+_WARNINGS = {
+    EMPTY_ANSWERS: ("generations_by_model", "Few generations come back without text."),
+    PARSE_FAILURES: ("ratings", "Few judge answers stay unparseable after the re-asks."),
+    TIES: ("dpo_pairs", "Few judged prompts have every answer on the same score (no pair)."),
+}
 
 
 def ledger_spec(stage: str, max_rate: float, partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
@@ -68,6 +77,32 @@ def duplicates_result(prompts: pl.DataFrame) -> dg.AssetCheckResult:
         passed=dupes == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"duplicates": dg.MetadataValue.int(dupes)},
+    )
+
+
+def warning_spec(name: str, partitions: dg.PartitionsDefinition, limit: float) -> dg.AssetCheckSpec:
+    """Return quality warning ``name`` (one of EMPTY_ANSWERS, PARSE_FAILURES, TIES) on its asset, per batch."""
+    asset, description = _WARNINGS[name]
+    return _partitioned_spec(
+        name, asset=asset, partitions_def=partitions, description=f"{description} Limit {limit:.0%}."
+    )
+
+
+def rate_result(name: str, count: int, total: int, limit: float) -> dg.AssetCheckResult:
+    """Return warning ``name``: ``count`` of ``total`` against ``limit`` (nothing to count passes)."""
+    rate = count / total if total else 0.0
+    passed = rate <= limit
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None if passed else f"{count} of {total} ({rate:.0%}) over the limit of {limit:.0%}",
+        metadata={
+            "rate": dg.MetadataValue.float(round(rate, 4)),
+            "count": dg.MetadataValue.int(count),
+            "of": dg.MetadataValue.int(total),
+            "limit": dg.MetadataValue.float(limit),
+        },
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pref_assets.core.quality import judge_report, pair_report, rating_histogram
+from pref_assets.core.quality import empty_answers, judge_report, pair_report, rating_histogram
 
 
 def _judgement(
@@ -74,6 +74,8 @@ def test_pair_report() -> None:
     ]
     assert pair_report(rows) == {
         "pairs": 2,
+        "judged": 4,
+        "ties": 1,
         "tie_rate": 0.25,
         "mean_margin": 1.5,
         "skipped_by_reason": {"all_tied": 1, "fewer_than_two_rated_answers": 1},
@@ -83,3 +85,13 @@ def test_pair_report() -> None:
 def test_empty_batch_reports_no_rates() -> None:
     assert judge_report([])["first_position_win_rate"] is None
     assert pair_report([])["tie_rate"] is None
+
+
+def test_empty_answers_count_only_calls_that_came_back() -> None:
+    rows = [
+        {"status": "ok", "reason": None},
+        {"status": "failed", "reason": "empty_answer"},
+        {"status": "failed", "reason": "http_error: HTTP 500"},  # no answer at all: not counted
+        {"status": "failed", "reason": "upstream_failed: empty_instruction"},
+    ]
+    assert empty_answers(rows) == (1, 2)

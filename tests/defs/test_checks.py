@@ -22,8 +22,8 @@ def _settings(base_url: str, store: Path, max_failure_rate: float) -> Settings:
     )  # fmt: skip
 
 
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+def _checks(result: dg.ExecuteInProcessResult, name: str = "ledger") -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations() if e.check_name == name}
 
 
 def test_failing_endpoint_is_stopped_by_the_blocking_check(tmp_path: Path) -> None:
@@ -44,9 +44,25 @@ def test_healthy_batch_passes_every_ledger_check(tmp_path: Path) -> None:
     with run_fake_openai(seed=1) as server:
         job = build_definitions(_settings(server.base_url, tmp_path, 0.3)).resolve_job_def(JOB_NAME)
         result = job.execute_in_process(partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral())
-    checks = _checks(result)
-    assert {"generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records", "prompts"} <= set(checks)
-    assert all(c.passed for c in checks.values())
+    assert set(_checks(result)) == {"generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records"}
+    evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    assert {("prompts", "no_duplicate_prompts"), ("generations_by_model", "empty_answers"),
+            ("ratings", "judge_parse_failures"), ("dpo_pairs", "tie_rate")} <= set(evaluations)  # fmt: skip
+    assert all(e.passed for e in evaluations.values())
+
+
+def test_unparseable_judge_answers_raise_a_warning_not_a_stop(tmp_path: Path) -> None:
+    with run_fake_openai(seed=1, malformed=0.8) as server:
+        settings = _settings(server.base_url, tmp_path, 1.0).model_copy(update={"judge": JudgeSettings(
+            name="j", endpoint="f", model="j", max_reasks=0)})  # fmt: skip
+        result = (
+            build_definitions(settings)
+            .resolve_job_def(JOB_NAME)
+            .execute_in_process(partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral())
+        )
+    warning = _checks(result, "judge_parse_failures")["ratings"]
+    assert result.success and not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
+    assert "over the limit of 10%" in warning.description
 
 
 def test_a_stage_run_on_its_own_still_answers_for_every_prompt(tmp_path: Path) -> None:
