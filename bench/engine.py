@@ -197,6 +197,7 @@ def scenario_a(n: int, repeat: int, work: Path) -> list[Figure]:
     limit = REQUESTS_PER_PROMPT * n * LATENCY_A / CONCURRENCY
     ours: list[JobRun] = []
     peers: list[Peer] = []
+    floors: list[float] = []
     with run_fake_openai(latency=LATENCY_A) as server:
         for i in range(repeat):
             server.reset()
@@ -208,6 +209,8 @@ def scenario_a(n: int, repeat: int, work: Path) -> list[Figure]:
                 f"outside_llm_steps={run.wall_s - run.llm_s:.2f}s process_cpu={run.cpu_s:.2f}s "
                 f"requests={stats['requests']} max_in_flight={stats['max_in_flight']} {describe_steps(run)}"
             )
+            floors.append(raw_floor(server, n))
+            print(f"A[{i}] raw asyncio client, the same two waves of requests: {floors[-1]:.2f}s")
             if DISTILABEL_PYTHON.exists():
                 peers.append(run_distilabel(server, prompts))
                 peer = peers[-1]
@@ -216,7 +219,16 @@ def scenario_a(n: int, repeat: int, work: Path) -> list[Figure]:
                     f"outputs={peer.outputs} requests={peer.stats['requests']} "
                     f"max_in_flight={peer.stats['max_in_flight']} ratio={peer.wall_s / run.wall_s:.2f}x"
                 )
-    return a_figures(ours, peers, limit, n)
+    return a_figures(ours, peers, floors, limit, n)
+
+
+def raw_floor(server: FakeServer, n: int) -> float:
+    """Time a plain asyncio client sending the job's requests: 2n generations, then n judgements, at the same
+    concurrency on the same server: the endpoint's practical floor in this run."""
+    started = time.perf_counter()
+    for requests in (2 * n, n):
+        send_raw(server.base_url, requests, CONCURRENCY)
+    return time.perf_counter() - started
 
 
 def run_distilabel(server: FakeServer, prompts: Path) -> Peer:
@@ -240,7 +252,7 @@ def run_distilabel(server: FakeServer, prompts: Path) -> Peer:
     return Peer(float(result["wall_s"]), process_s, int(result["outputs"]), server.stats())
 
 
-def a_figures(ours: list[JobRun], peers: list[Peer], limit: float, n: int) -> list[Figure]:
+def a_figures(ours: list[JobRun], peers: list[Peer], floors: list[float], limit: float, n: int) -> list[Figure]:
     """Return the medians of scenario A and of the side-by-side ratio."""
     job = statistics.median(r.wall_s for r in ours)
     llm = statistics.median(r.llm_s for r in ours)
@@ -259,6 +271,11 @@ def a_figures(ours: list[JobRun], peers: list[Peer], limit: float, n: int) -> li
             llm / limit <= 1.25,
         ),
         Figure("A runs complete", f"{complete} ({n} pair rows each)"),
+        Figure(
+            "A raw asyncio client, same requests",
+            f"{statistics.median(floors):.2f}s; our LLM steps / raw "
+            f"{statistics.median(r.llm_s / f for r, f in zip(ours, floors, strict=True)):.2f}x",
+        ),
     ]
     if peers:
         ratio = statistics.median(p.wall_s / r.wall_s for p, r in zip(peers, ours, strict=True))
