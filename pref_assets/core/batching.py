@@ -29,9 +29,18 @@ def batch_key(index: int) -> str:
 
 def batch_bounds(key: str, batch_size: int) -> tuple[int, int]:
     """Return the [start, stop) row range a partition key covers."""
-    if not key.startswith(_PREFIX) or not key[len(_PREFIX) :].isdigit():
+    index = _batch_index(key)
+    if index is None:
         raise ValueError(f"not a batch partition key: {key!r} (expected e.g. {batch_key(0)!r})")
-    index = int(key[len(_PREFIX) :])
+    return _bounds(index, batch_size)
+
+
+def _batch_index(key: str) -> int | None:
+    digits = key[len(_PREFIX) :]
+    return int(digits) if key.startswith(_PREFIX) and digits.isdigit() else None
+
+
+def _bounds(index: int, batch_size: int) -> tuple[int, int]:
     return index * batch_size, (index + 1) * batch_size
 
 
@@ -49,15 +58,16 @@ class FileBatch:
 
     def bounds(self, batch_size: int) -> tuple[int, int]:
         """Return the [start, stop) row range of the file this batch covers."""
-        return batch_bounds(batch_key(self.index), batch_size)
+        return _bounds(self.index, batch_size)
 
 
 def parse_file_batch_key(key: str) -> FileBatch:
     """Return the file and batch a watched-folder partition key names."""
     file_name, _, batch = key.rpartition(FILE_SEPARATOR)
-    if file_name_problem(file_name) is not None or not batch.startswith(_PREFIX) or not batch[len(_PREFIX) :].isdigit():
+    index = _batch_index(batch)
+    if file_name_problem(file_name) is not None or index is None:
         raise ValueError(f"not a watched-folder partition key: {key!r} (expected e.g. {FileBatch('a.jsonl', 0).key!r})")
-    return FileBatch(file_name, int(batch[len(_PREFIX) :]))
+    return FileBatch(file_name, index)
 
 
 def file_name_problem(name: str) -> str | None:

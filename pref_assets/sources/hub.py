@@ -16,9 +16,8 @@ _ALTERNATIVES = (
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Return whether the Hub answers within ``timeout`` seconds."""
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     try:
-        httpx.head(endpoint, timeout=timeout)
+        httpx.head(_endpoint(), timeout=timeout)
     except httpx.TransportError:
         return False
     return True
@@ -28,11 +27,10 @@ def latest_revision(repo_id: str, *, timeout: float = 10.0) -> str:
     """Return the commit the Hub dataset ``repo_id`` is at now (its default branch); raise PromptSourceError."""
     from huggingface_hub import get_token  # the token of HF_TOKEN or of `huggingface-cli login`
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     token = get_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(f"{endpoint}/api/datasets/{repo_id}", headers=headers, timeout=timeout)
+        response = httpx.get(f"{_endpoint()}/api/datasets/{repo_id}", headers=headers, timeout=timeout)
     except httpx.TransportError as err:
         raise PromptSourceError(f"{repo_id!r}: the Hub is unreachable ({type(err).__name__})") from err
     if response.status_code != 200:
@@ -58,6 +56,11 @@ def read_hub(source: SourceSettings) -> list[RawRow]:
     rows = [RawRow(f"{where}:row {i + 1}", row) for i, row in enumerate(dataset)]
     check_columns(dataset.column_names, source.columns, where)
     return rows
+
+
+def _endpoint() -> str:
+    """Return the Hub's address: ``HF_ENDPOINT`` (a mirror) or huggingface.co, read at each call."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
 def _offline_requested() -> bool:
