@@ -11,6 +11,7 @@ from pref_assets.core import status
 from pref_assets.core.ids import prompt_id
 
 FIELDS = ("instruction", "topic", "system_prompt", "messages")
+DUPLICATE = "duplicate"
 _ROLES = {"system", "user", "assistant"}
 
 
@@ -47,7 +48,7 @@ def normalize_rows(rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_ch
         if row["status"] == status.OK:
             first = seen.setdefault(row["prompt_id"], raw.source_ref)
             if first != raw.source_ref:
-                row.update(status.failure(status.STAGE_PROMPTS, f"duplicate: same instruction as {first}"))
+                row.update(status.failure(status.STAGE_PROMPTS, f"{DUPLICATE}: same instruction as {first}"))
         out.append(row)
     return out
 

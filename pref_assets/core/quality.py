@@ -9,6 +9,7 @@ from typing import Any
 from pref_assets.core import status
 from pref_assets.core.generation import EMPTY_ANSWER
 from pref_assets.core.pairs import ALL_TIED
+from pref_assets.core.prompts import DUPLICATE
 
 
 def judge_report(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -91,6 +92,11 @@ def pair_report(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "skipped_by_reason": dict(Counter(r["reason"] for r in skipped).most_common()),
         "mean_margin": round(sum(margins) / len(margins), 4) if margins else None,
     }
+
+
+def duplicate_prompts(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Return how many prompts of a batch repeat an earlier one (kept as failed rows), and the batch's size."""
+    return sum(str(r["reason"] or "").startswith(DUPLICATE) for r in rows), len(rows)
 
 
 def empty_answers(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:

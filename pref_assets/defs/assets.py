@@ -15,17 +15,16 @@ from pref_assets.core.grouping import group_generations
 from pref_assets.core.judge import UNPARSEABLE
 from pref_assets.core.pairs import pair_row
 from pref_assets.core.prompts import PromptSourceError, normalize_rows
-from pref_assets.core.quality import empty_answers, judge_report, pair_report
+from pref_assets.core.quality import duplicate_prompts, empty_answers, judge_report, pair_report
 from pref_assets.core.rating import JudgeSpec, Outcome, judge_all, plan_tasks, rating_rows
 from pref_assets.core.records import build_record
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import (
+    DUPLICATES,
     EMPTY_ANSWERS,
     PARSE_FAILURES,
     TIES,
-    duplicates_result,
-    duplicates_spec,
     ledger_result,
     ledger_spec,
     rate_result,
@@ -65,7 +64,6 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
     generators = settings.generators
     judge = _judge_spec(settings)
     max_rate = settings.max_failure_rate
-
     quality = settings.quality
 
     def ledger(stage: str) -> dg.AssetCheckSpec:
@@ -79,7 +77,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
     pair_checks = [ledger("dpo_pairs"), warning_spec(TIES, partitions, quality.max_tie_rate)]
 
     @dg.asset(description="One batch of prompts: ids, instructions, topics; bad rows kept with a reason.",
-              code_version=CODE_VERSION, check_specs=[duplicates_spec(partitions)], **common)  # fmt: skip
+              code_version=CODE_VERSION, check_specs=[warning_spec(DUPLICATES, partitions, 0.0)], **common)  # fmt: skip
     def prompts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         try:
             source = pinned(settings.source, context.run.tags.get(HUB_REVISION_TAG))
@@ -87,9 +85,12 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
             rows = normalize_rows(raw, settings.source.columns, max_chars=settings.source.max_prompt_chars)
         except PromptSourceError as err:
             raise dg.Failure(description=f"prompt source: {err}") from err
-        out = schemas.frame(rows[start:stop], schemas.PROMPTS)
+        batch = rows[start:stop]
+        out = schemas.frame(batch, schemas.PROMPTS)
         cols = ["prompt_id", "topic", "instruction", "status", "reason"]
-        return _result(out, cols, [duplicates_result(out)], source=settings.source.kind)
+        return _result(
+            out, cols, [rate_result(DUPLICATES, *duplicate_prompts(batch), 0.0)], source=settings.source.kind
+        )
 
     @dg.asset(description="Each generator's answer to each prompt, with tokens, latency and errors.",
               code_version=CODE_VERSION, check_specs=generation_checks,

@@ -24,6 +24,7 @@ EMPTY_ANSWERS = "empty_answers"
 PARSE_FAILURES = "judge_parse_failures"
 TIES = "tie_rate"
 _WARNINGS = {
+    DUPLICATES: ("prompts", "No duplicate prompts in the batch (a repeat is kept as a failed row)."),
     EMPTY_ANSWERS: ("generations_by_model", "Few generations come back without text."),
     PARSE_FAILURES: ("ratings", "Few judge answers stay unparseable after the re-asks."),
     TIES: ("dpo_pairs", "Few judged prompts have every answer on the same score (no pair)."),
@@ -62,26 +63,8 @@ def ledger_result(stage: str, prompts: pl.DataFrame, rows: pl.DataFrame, max_rat
     )
 
 
-def duplicates_spec(partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
-    """Return the duplicate-prompt warning on ``prompts``, with a result per batch."""
-    return _partitioned_spec(
-        DUPLICATES, asset="prompts", partitions_def=partitions, description="No duplicate prompts in the batch."
-    )
-
-
-def duplicates_result(prompts: pl.DataFrame) -> dg.AssetCheckResult:
-    """Return the duplicate-prompt warning: duplicates are kept as failed rows, this counts them."""
-    dupes = prompts.filter(pl.col("reason").str.starts_with("duplicate")).height
-    return dg.AssetCheckResult(
-        check_name=DUPLICATES,
-        passed=dupes == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"duplicates": dg.MetadataValue.int(dupes)},
-    )
-
-
 def warning_spec(name: str, partitions: dg.PartitionsDefinition, limit: float) -> dg.AssetCheckSpec:
-    """Return quality warning ``name`` (one of EMPTY_ANSWERS, PARSE_FAILURES, TIES) on its asset, per batch."""
+    """Return quality warning ``name`` (DUPLICATES, EMPTY_ANSWERS, PARSE_FAILURES or TIES) on its asset, per batch."""
     asset, description = _WARNINGS[name]
     return _partitioned_spec(
         name, asset=asset, partitions_def=partitions, description=f"{description} Limit {limit:.0%}."
