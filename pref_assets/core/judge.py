@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import re
@@ -91,48 +90,134 @@ def judge_schema(n_answers: int, aspect: Aspect) -> dict[str, Any]:
 
 def parse_verdicts(text: str, n_answers: int, aspect: Aspect) -> list[Verdict]:
     """Return one verdict per answer, in shown order, or raise JudgeParseError."""
-    if not text or not text.strip():
+    text = _THINK.sub("", text or "").strip()
+    if not text:
         raise JudgeParseError(UNPARSEABLE, "empty answer")
-    document = _load_json(text)
-    if document is not None:
+    document = _load_json(text, n_answers)
+    if document is not None and _verdict_items(document, n_answers) is not None:
         return _verdicts_from_json(document, n_answers, aspect)
-    return _verdicts_from_text(text, n_answers, aspect)
-
-
-def _load_json(text: str) -> Any | None:
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end < start:
-        return None
     try:
-        return json.loads(text[start : end + 1], strict=False)
-    except json.JSONDecodeError:
-        return None
+        return _verdicts_from_text(text, n_answers, aspect)
+    except JudgeParseError:
+        if document is None:
+            raise
+    # JSON was attempted: its shape is the problem worth reporting
+    return _verdicts_from_json(document, n_answers, aspect)
+
+
+# A reasoning model's thinking, closed: what follows is the answer. An unclosed block is left as it is.
+_THINK = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.I | re.S)
+_DECODER = json.JSONDecoder(strict=False)
+
+
+def _load_json(text: str, n: int) -> Any | None:
+    """Return the last JSON object or array in ``text`` shaped like verdicts for ``n`` answers, else the last
+    one found (its shape is reported), else None: the text is then read as plain text."""
+    found = []
+    for match in re.finditer(r"[{\[]", text):
+        try:
+            value, _ = _DECODER.raw_decode(text, match.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict) or (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
+            found.append(value)
+    shaped = [v for v in found if _verdict_items(v, n) is not None]
+    if shaped:
+        return shaped[-1]
+    return max(found, key=lambda v: len(json.dumps(v)), default=None)
 
 
 def _verdicts_from_json(document: Any, n: int, aspect: Aspect) -> list[Verdict]:
-    if not isinstance(document, dict):
-        raise JudgeParseError(UNPARSEABLE, "JSON is not an object")
-    items = document.get("ratings") if isinstance(document.get("ratings"), list) else None
+    items = _verdict_items(document, n)
     if items is None:
-        found = sorted(k for k in document if re.fullmatch(r"answer_\d+", str(k)))
-        expected = [answer_key(i) for i in range(n)]
-        if sorted(found) != sorted(expected):
-            raise JudgeParseError(UNPARSEABLE, f"expected keys {expected}, found {found}")
-        items = [document[k] for k in expected]
-    if len(items) != n:
-        raise JudgeParseError(UNPARSEABLE, f"expected {n} ratings, found {len(items)}")
+        raise JudgeParseError(UNPARSEABLE, _shape_problem(document, n))
     return [_verdict_from_item(item, i, aspect) for i, item in enumerate(items)]
 
 
-def _verdict_from_item(item: Any, index: int, aspect: Aspect) -> Verdict:
+def _verdict_items(document: Any, n: int) -> list[Any] | None:
+    """Return the verdict items of ``document`` in shown order, or None if it holds no clean set of ``n``."""
+    if isinstance(document, dict):
+        inner = _lower_keys(document).get("ratings")
+        if isinstance(inner, (list, dict)):
+            return _verdict_items(inner, n)
+        keyed = {}
+        for key, value in document.items():
+            index = _answer_index(key)
+            if index is not None:
+                if index in keyed:
+                    return None
+                keyed[index] = value
+        return [keyed[i] for i in range(1, n + 1)] if sorted(keyed) == list(range(1, n + 1)) else None
+    if isinstance(document, list) and len(document) == n:
+        labels = [_item_label(item) for item in document]
+        if all(label is None for label in labels):
+            return list(document)
+        if sorted(label for label in labels if label is not None) == list(range(1, n + 1)):
+            return [document[labels.index(i)] for i in range(1, n + 1)]
+    return None
+
+
+def _shape_problem(document: Any, n: int) -> str:
+    expected = [answer_key(i) for i in range(n)]
+    if isinstance(document, dict):
+        inner = _lower_keys(document).get("ratings")
+        if isinstance(inner, (list, dict)):
+            return _shape_problem(inner, n)
+        return f"expected keys {expected}, found {sorted(map(str, document))}"
+    if len(document) != n:
+        return f"expected {n} ratings, found {len(document)}"
+    labels = [_item_label(item) for item in document]
+    return f"expected the {n} ratings labelled answer 1..{n} once each or not at all, found labels {labels}"
+
+
+# "answer_1", "Answer 1", "answer1", "text_1", "response 1", "1"
+_ANSWER_KEY = re.compile(r"(?:answer|text|response|output)?[\s_#-]*(\d+)", re.I)
+_LABEL_FIELDS = ("answer", "answer_id", "answer_index", "answer_number", "index", "id", "text_id", "response")
+
+
+def _answer_index(key: object) -> int | None:
+    match = _ANSWER_KEY.fullmatch(str(key).strip())
+    return int(match.group(1)) if match else None
+
+
+def _item_label(item: Any) -> int | None:
+    """Return the 1-based answer number an item names itself by, or None."""
     if not isinstance(item, dict):
-        raise JudgeParseError(UNPARSEABLE, f"answer {index + 1}: not an object")
-    rating = read_rating(item.get("rating"), aspect, where=f"answer {index + 1}")
-    rationale = item.get("rationale")
-    kind = item.get("error_kind")
-    if aspect.error_kinds and kind is not None and kind not in aspect.error_kinds:
-        raise JudgeParseError(UNPARSEABLE, f"answer {index + 1}: unknown error kind {kind!r}")
-    return Verdict(rating, str(rationale or "").strip(), kind if aspect.error_kinds else None)
+        return None
+    fields = _lower_keys(item)
+    for field in _LABEL_FIELDS:
+        value = fields.get(field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and _answer_index(value) is not None:
+            return _answer_index(value)
+    return None
+
+
+def _lower_keys(item: dict[Any, Any]) -> dict[str, Any]:
+    return {str(k).strip().lower(): v for k, v in item.items()}
+
+
+def _verdict_from_item(item: Any, index: int, aspect: Aspect) -> Verdict:
+    where = f"answer {index + 1}"
+    if not isinstance(item, dict):
+        # {"answer_1": 4}: a bare rating
+        return Verdict(read_rating(item, aspect, where=where), "", None)
+    fields = _lower_keys(item)
+    if "rating" not in fields and "score" not in fields:
+        raise JudgeParseError(UNPARSEABLE, f"{where}: no rating")
+    rating = read_rating(fields.get("rating", fields.get("score")), aspect, where=where)
+    rationale = fields.get("rationale", fields.get("reason"))
+    return Verdict(rating, str(rationale or "").strip(), _error_kind(fields.get("error_kind"), aspect, where))
+
+
+def _error_kind(value: Any, aspect: Aspect, where: str) -> str | None:
+    if not aspect.error_kinds or value is None:
+        return None
+    kind = re.sub(r"[\s-]+", "_", str(value).strip().lower())
+    if kind not in aspect.error_kinds:
+        raise JudgeParseError(UNPARSEABLE, f"{where}: unknown error kind {value!r}")
+    return kind
 
 
 _WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
@@ -168,10 +253,23 @@ def _rating_from_text(text: str, aspect: Aspect, where: str) -> int | float | No
     return float(match.group(1))
 
 
-_BLOCK = re.compile(r"^[#*\s]*(?:answer|text|output for text|response)\s*#?\s*(\d+)\b", re.I | re.M)
-_RATING = re.compile(r"^[#*\s]*(?:rating|score)\s*[*]*\s*[:=-]\s*[*]*\s*([^\n]+)", re.I | re.M)
-_LEAD = re.compile(r"n\s*/\s*a|\d+(?:\.\d+)?(?:\s*(?:/\s*5|out of 5))?|one|two|three|four|five", re.I)
-_RATIONALE = re.compile(r"^[#*\s]*rationale\s*[*]*\s*[:=-]\s*[*]*\s*(.+)", re.I | re.M | re.S)
+# A block starts at a line naming an answer ("## Answer 1", "**Answer 2:**", "Answer 1: 4", "Text 2 - Rating: 3");
+# "Answer 2 is better" inside a rationale is prose, not a block.
+_BLOCK = re.compile(
+    r"^[#*\s]*(?:answer|text|output for text|response)\s*#?\s*(\d+)[ \t]*((?:[*:#().\]\u2013\u2014-][^\n]*)?)$",
+    re.I | re.M,
+)
+_HEAD_RATING = re.compile(r"[*:#().\]\s\u2013\u2014-]*(?:(?:rating|score)\s*[*]*\s*[:=-]?)?[\s*]*(.*)", re.I)
+_RATING = re.compile(r"^[#*\s]*(?:overall\s+)?(?:rating|score)\s*[*]*\s*[:=-]\s*[*]*\s*([^\n]+)", re.I | re.M)
+_LEAD = re.compile(r"(n\s*/\s*a|\d+(?:\.\d+)?|one|two|three|four|five)\b\.?", re.I)
+# After the number, another scale ("/10", "out of 4") or a range ("3-4", "3 to 4") leaves the rating unknown.
+_OTHER_SCALE = re.compile(r"\s*(?:/|out\s+of)\s*(\d+)", re.I)
+_RANGE = re.compile(r"\s*(?:-|\u2013|to|or)\s*(?:\d|one|two|three|four|five)\b", re.I)
+_RATIONALE = re.compile(
+    r"^[#*\s]*(?:rationale|reason|explanation)\s*[*]*\s*[:=-]\s*[*]*\s*(.+?)\s*"
+    r"(?=^[#*\s]*(?:overall\s+)?(?:rating|score)\b|\Z)",
+    re.I | re.M | re.S,
+)
 
 
 def _verdicts_from_text(text: str, n: int, aspect: Aspect) -> list[Verdict]:
@@ -180,16 +278,34 @@ def _verdicts_from_text(text: str, n: int, aspect: Aspect) -> list[Verdict]:
     numbers = [int(m.group(1)) for m in marks]
     if numbers != list(range(1, n + 1)):
         raise JudgeParseError(UNPARSEABLE, f"expected answer blocks 1..{n}, found {numbers or 'none'}")
-    bounds = [m.start() for m in marks] + [len(text)]
-    return [_verdict_from_block(text[a:b], i, aspect) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+    ends = [m.start() for m in marks[1:]] + [len(text)]
+    blocks = [(m.group(2), text[m.end() : end]) for m, end in zip(marks, ends, strict=True)]
+    return [_verdict_from_block(head, body, i, aspect) for i, (head, body) in enumerate(blocks)]
 
 
-def _verdict_from_block(block: str, index: int, aspect: Aspect) -> Verdict:
-    ratings = _RATING.findall(block)
+def _verdict_from_block(head: str, body: str, index: int, aspect: Aspect) -> Verdict:
+    where = f"answer {index + 1}"
+    ratings = _RATING.findall(body)
+    inline = _HEAD_RATING.fullmatch(head)
+    if inline is not None and _LEAD.match(inline.group(1).strip()):
+        ratings.insert(0, inline.group(1))
     if len(ratings) != 1:
-        raise JudgeParseError(UNPARSEABLE, f"answer {index + 1}: expected one rating, found {len(ratings)}")
-    lead = _LEAD.match(ratings[0].strip().strip("*").strip())
-    value = lead.group(0) if lead else ratings[0].strip()
-    rating = read_rating(value, aspect, where=f"answer {index + 1}")
-    rationale = _RATIONALE.search(block)
+        raise JudgeParseError(UNPARSEABLE, f"{where}: expected one rating, found {len(ratings)}")
+    rating = read_rating(_rating_text(ratings[0], where), aspect, where=where)
+    rationale = _RATIONALE.search(body)
     return Verdict(rating, rationale.group(1).strip() if rationale else "")
+
+
+def _rating_text(value: str, where: str) -> str:
+    """Return the rating at the start of a rating line; raise if it is on another scale or a range."""
+    value = value.strip().strip("*").strip()
+    lead = _LEAD.match(value)
+    if lead is None:
+        return value
+    rest = value[lead.end() :]
+    scale = _OTHER_SCALE.match(rest)
+    if scale is not None and scale.group(1) != "5":
+        raise JudgeParseError(UNPARSEABLE, f"{where}: rating {value!r} is on another scale than 1-5")
+    if _RANGE.match(rest):
+        raise JudgeParseError(UNPARSEABLE, f"{where}: rating {value!r} is a range, not one rating")
+    return lead.group(1)

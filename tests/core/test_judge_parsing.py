@@ -44,6 +44,19 @@ GOOD_JSON = '{"answer_1": {"rationale": "Correct.", "rating": 5}, "answer_2": {"
         ),
         ("Sure! Let me rate them.\n\nAnswer 1\nRating: four\nAnswer 2\nScore: 1 out of 5", [4, 1]),
         ("Answer 1\nRating: 4 - good\nAnswer 2\nRating: 2 (weak)", [4, 2]),
+        ('{"answer_1": "4", "answer_2": 3}', [4, 3]),
+        ('{"Answer 1": {"Rationale": "a", "Rating": 2}, "Answer 2": {"RATING": 5}}', [2, 5]),
+        ('{"1": {"rating": 3}, "2": {"score": 1}}', [3, 1]),
+        ('{"text_1": {"rating": 3}, "text_2": {"rating": 1}}', [3, 1]),
+        ('{"ratings": {"answer_1": {"rating": 2}, "answer_2": {"rating": 4}}}', [2, 4]),
+        ('[{"rationale": "a", "rating": 1}, {"rationale": "b", "rating": 3}]', [1, 3]),
+        ("<think>The format is {\"answer_1\": {...}}. Answer 1 looks fine.</think>\n" + GOOD_JSON, [5, 2]),
+        (GOOD_JSON + "\nNote: I used the {answer_n} keys.", [5, 2]),
+        ('Draft: {"answer_1": {"rating": 1}}\nCorrection:\n' + GOOD_JSON, [5, 2]),
+        ("Answer 1: 4\nAnswer 2: 2", [4, 2]),
+        ("Answer 1 - Rating: 4\nAnswer 2 - Rating: 1/5", [4, 1]),
+        ("Answer 1\nRationale: Answer 2 in every way is worse.\nRating: 5\nAnswer 2\nRating: 3", [5, 3]),
+        ("<think>\nAnswer 1 looks fine, answer 2 not.</think>\nAnswer 1\nRating: 4\nAnswer 2\nRating: 2", [4, 2]),
     ],
 )
 def test_readable_judge_answers(text: str, ratings: list[int]) -> None:
@@ -76,7 +89,14 @@ def test_readable_judge_answers(text: str, ratings: list[int]) -> None:
         ('{"answer_1": {"rationale": "a", "rating": true}, "answer_2": {"rating": 3}}', "not a number"),
         ('{"answer_1": {"rationale": "a", "rating": 3.5}, "answer_2": {"rating": 3}}', "rating 3.5"),
         ('{"answer_1": {"rationale": "a", "rating": "great"}, "answer_2": {"rating": 3}}', "not a number"),
-        ('{"answer_1": "4", "answer_2": "3"}', "not an object"),
+        ('{"answer_1": ["4"], "answer_2": "3"}', "rating ['4']"),
+        ('{"answer_1": {"rationale": "a"}, "answer_2": {"rating": 3}}', "answer 1: no rating"),
+        ("Answer 1\nRating: 2 out of 10\nAnswer 2\nRating: 5 out of 10", "another scale"),
+        ("Answer 1\nRating: 4/10\nAnswer 2\nRating: 3/10", "another scale"),
+        ("Answer 1\nRating: 3/4\nAnswer 2\nRating: 3", "another scale"),
+        ("Answer 1\nRating: 3-4\nAnswer 2\nRating: 3", "a range"),
+        ("Answer 1\nRating: fourteen\nAnswer 2\nRating: 3", "not a number"),
+        ('{"answer_1": {"rating": 4}, "answer_1 ": {"rating": 3}}', "expected keys"),
         ('["answer_1", 4]', "expected answer blocks"),
         ('{"answer_1": {"rationale": "cut off', "expected answer blocks"),
         ("Answer 1\nRating: 4\nAnswer 2\nRationale: no rating given", "expected one rating, found 0"),
@@ -89,6 +109,38 @@ def test_unreadable_judge_answers_fail_with_reason(text: str, detail: str) -> No
         parse_verdicts(text, 2, OVERALL)
     assert info.value.reason == "judge_unparseable"
     assert detail in info.value.detail
+
+
+def test_labelled_verdicts_are_placed_by_their_label_not_their_position() -> None:
+    text = json.dumps(
+        {
+            "ratings": [
+                {"answer": 2, "rationale": "5 is wrong", "rating": 1},
+                {"answer_id": "answer_1", "rationale": "correct", "rating": 5},
+            ]
+        }
+    )
+    verdicts = parse_verdicts(text, 2, OVERALL)
+    assert [(v.rating, v.rationale) for v in verdicts] == [(5, "correct"), (1, "5 is wrong")]
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [(1, 1), (1, None), (2, 3)],
+    ids=["twice", "one unlabelled", "out of range"],
+)
+def test_verdict_labels_must_name_every_answer_once(labels: tuple[int | None, int | None]) -> None:
+    items = [{"rating": 3} | ({} if label is None else {"answer": label}) for label in labels]
+    with pytest.raises(JudgeParseError, match="labelled answer 1..2 once each"):
+        parse_verdicts(json.dumps({"ratings": items}), 2, OVERALL)
+
+
+def test_plain_text_rationale_stops_at_the_rating_line() -> None:
+    text = "Answer 1\nRationale: clear and correct\nRating: 4\nAnswer 2\nRationale: vague\n\nScore: 2"
+    assert [(v.rating, v.rationale) for v in parse_verdicts(text, 2, OVERALL)] == [
+        (4, "clear and correct"),
+        (2, "vague"),
+    ]
 
 
 def test_honesty_allows_na_as_no_rating() -> None:
@@ -104,6 +156,8 @@ def test_error_kind_is_read_and_checked() -> None:
         }
     )
     assert [v.error_kind for v in parse_verdicts(ok, 2, HELPFULNESS)] == ["incorrect", "none"]
+    spelled = ok.replace('"incorrect"', '"Incorrect"').replace('"none"', '"None"')
+    assert [v.error_kind for v in parse_verdicts(spelled, 2, HELPFULNESS)] == ["incorrect", "none"]
     with pytest.raises(JudgeParseError, match="unknown error kind"):
         parse_verdicts(ok.replace('"incorrect"', '"vibes"'), 2, HELPFULNESS)
 
