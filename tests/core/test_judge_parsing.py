@@ -50,7 +50,7 @@ GOOD_JSON = '{"answer_1": {"rationale": "Correct.", "rating": 5}, "answer_2": {"
         ('{"text_1": {"rating": 3}, "text_2": {"rating": 1}}', [3, 1]),
         ('{"ratings": {"answer_1": {"rating": 2}, "answer_2": {"rating": 4}}}', [2, 4]),
         ('[{"rationale": "a", "rating": 1}, {"rationale": "b", "rating": 3}]', [1, 3]),
-        ("<think>The format is {\"answer_1\": {...}}. Answer 1 looks fine.</think>\n" + GOOD_JSON, [5, 2]),
+        ('<think>The format is {"answer_1": {...}}. Answer 1 looks fine.</think>\n' + GOOD_JSON, [5, 2]),
         (GOOD_JSON + "\nNote: I used the {answer_n} keys.", [5, 2]),
         ('Draft: {"answer_1": {"rating": 1}}\nCorrection:\n' + GOOD_JSON, [5, 2]),
         ("Answer 1: 4\nAnswer 2: 2", [4, 2]),
@@ -131,7 +131,7 @@ def test_labelled_verdicts_are_placed_by_their_label_not_their_position() -> Non
 )
 def test_verdict_labels_must_name_every_answer_once(labels: tuple[int | None, int | None]) -> None:
     items = [{"rating": 3} | ({} if label is None else {"answer": label}) for label in labels]
-    with pytest.raises(JudgeParseError, match="labelled answer 1..2 once each"):
+    with pytest.raises(JudgeParseError, match=r"labelled answer 1\.\.2 once each"):
         parse_verdicts(json.dumps({"ratings": items}), 2, OVERALL)
 
 
