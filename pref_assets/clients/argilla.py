@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from pref_assets.clients.retry import RetryPolicy, parse_retry_after
+from pref_assets.clients.retry import RetryPolicy, retry_after_seconds
 from pref_assets.core.records import GUIDELINES, dataset_spec
 
 CHUNK = 200
@@ -118,7 +118,7 @@ class ArgillaClient:
             else:
                 if attempt >= self._retry.max_attempts or not self._retryable(response.status_code):
                     return response
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                retry_after = retry_after_seconds(response.headers)
             time.sleep(self._retry.delay(attempt, retry_after))
             attempt += 1
 

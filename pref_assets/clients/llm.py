@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ import httpx
 
 from pref_assets.clients.cache import RequestCache, request_key
 from pref_assets.clients.limiter import CircuitOpenError, Limiter
-from pref_assets.clients.retry import RetryPolicy, parse_retry_after
+from pref_assets.clients.retry import RetryPolicy, retry_after_seconds
 from pref_assets.clients.transport import KeepAliveTransport
 
 HTTP_ERROR = "http_error"
@@ -140,7 +141,7 @@ class ChatClient:
             spent = others >= self._retry.max_attempts or limited >= self._retry.max_rate_limited
             if not outcome.retryable or spent:
                 return outcome.result(time.perf_counter() - started, others + limited)
-            await asyncio.sleep(self._retry.delay(max(others, 1), outcome.retry_after))
+            await asyncio.sleep(self._retry.delay(others + limited, outcome.retry_after))
 
     def _report(self, outcome: _Outcome, estimate: int) -> None:
         if outcome.error_kind is None:
@@ -163,7 +164,7 @@ class ChatClient:
                     HTTP_ERROR,
                     f"HTTP {response.status_code}: {_error_message(response)}",
                     retryable=self._retry.should_retry(response.status_code),
-                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                    retry_after=retry_after_seconds(response.headers),
                 ),
                 status=response.status_code,
                 headers=_rate_headers(response),
@@ -258,22 +259,69 @@ def _cacheable(result: ChatResult) -> dict[str, Any]:
 def _parse_completion(response: httpx.Response) -> _Outcome:
     try:
         body = response.json()
-        choice = body["choices"][0]
-        text = choice["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as err:
-        return _Outcome.failed(BAD_RESPONSE, f"unreadable completion ({type(err).__name__}: {err})", retryable=True)
-    if not isinstance(text, str):
-        return _Outcome.failed(BAD_RESPONSE, "completion has no text content", retryable=False)
-    usage = body.get("usage") or {}
-    tokens = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-    return _Outcome(text=text, finish_reason=choice.get("finish_reason"), usage=tokens)
+    except ValueError as err:
+        return _Outcome.failed(BAD_RESPONSE, f"completion is not JSON ({err}): {response.text[:200]!r}", retryable=True)
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        if error:  # some servers answer 200 with an error body
+            return _Outcome.failed(BAD_RESPONSE, f"server error: {_error_text(error)}", retryable=True)
+        return _Outcome.failed(BAD_RESPONSE, f"completion has no choices: {response.text[:200]!r}", retryable=True)
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    finish = choice.get("finish_reason")
+    read = _Outcome(finish_reason=finish if isinstance(finish, str) else None, usage=_usage(body.get("usage")))
+    text = _content_text(message.get("content"))
+    if text is not None:
+        return replace(read, text=text)
+    if message.get("refusal"):
+        return replace(read, error_kind=BAD_RESPONSE, error=f"the model refused: {str(message['refusal'])[:300]}")
+    why = f" (finish_reason {read.finish_reason})" if read.finish_reason else ""
+    if message.get("reasoning_content") or message.get("reasoning"):
+        why += "; the answer held only reasoning"
+    return replace(read, error_kind=BAD_RESPONSE, error=f"completion has no text content{why}")
+
+
+def _content_text(content: object) -> str | None:
+    """Return message content as text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p if isinstance(p, str) else p.get("text") for p in content if isinstance(p, str | dict)]
+        texts = [p for p in parts if isinstance(p, str)]
+        return "".join(texts) if texts else None
+    return None
+
+
+def _usage(usage: object) -> tuple[int, int]:
+    if not isinstance(usage, dict):
+        return (0, 0)
+    return (_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+def _count(value: object) -> int:
+    try:
+        number = float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else 0.0
+    except ValueError:
+        return 0
+    return int(number) if math.isfinite(number) and number > 0 else 0
 
 
 def _error_message(response: httpx.Response) -> str:
     try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
+        body = response.json()
+    except ValueError:
         return response.text[:300]
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            if body.get(key):
+                return _error_text(body[key])
+    return response.text[:300]
+
+
+def _error_text(error: object) -> str:
     if isinstance(error, dict):
-        return str(error.get("message", error))[:300]
-    return str(error or response.text)[:300]
+        for key in ("message", "detail", "msg"):
+            if error.get(key):
+                return str(error[key])[:300]
+    return (error if isinstance(error, str) else json.dumps(error, ensure_ascii=False, default=str))[:300]

@@ -107,7 +107,7 @@ def judge_all(tasks: Sequence[Task], run: Runner, max_reasks: int) -> list[Outco
 
 def _reseeded(call: Call, attempt: int) -> Call:
     params = dict(call.params)
-    params["seed"] = int(params.get("seed", 0)) + 1000 * attempt
+    params["seed"] = int(params.get("seed") or 0) + 1000 * attempt
     return replace(call, params=tuple(params.items()))
 
 
@@ -121,10 +121,10 @@ def _merge(before: Outcome, after: Outcome) -> Outcome:
 
 def _outcome(task: Task, result: Result, attempt: int) -> Outcome:
     verdicts, reason = None, None
-    if result.error_kind is not None:
-        reason = f"{REQUEST_FAILED}: {result.error_kind}: {result.error}"
-    elif result.finish_reason == "length":
+    if result.finish_reason == "length":
         reason = f"{TRUNCATED}: the judge answer hit max_tokens"
+    elif result.error_kind is not None:
+        reason = f"{REQUEST_FAILED}: {result.error_kind}: {result.error}"
     else:
         try:
             verdicts = tuple(parse_verdicts(result.text or "", len(task.shown), task.aspect))

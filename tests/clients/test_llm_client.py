@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from pref_assets.clients.llm import ChatClient, ChatRequest, ChatResult
-from pref_assets.clients.retry import RetryPolicy, parse_retry_after
+from pref_assets.clients.retry import RetryPolicy, parse_duration, parse_retry_after, retry_after_seconds
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
 
@@ -105,6 +105,53 @@ def test_unreadable_completions_are_errors(body: object) -> None:
     assert not result.ok and result.error_kind == "bad_response"
 
 
+def test_an_answer_without_text_keeps_its_finish_reason_usage_and_why() -> None:
+    message = {"content": None, "reasoning_content": "thinking..."}
+    body = {
+        "choices": [{"message": message, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 384},
+    }
+    result, seen = _run(lambda r: httpx.Response(200, json=body))
+    assert not result.ok and result.error_kind == "bad_response" and len(seen) == 1
+    assert result.finish_reason == "length" and (result.prompt_tokens, result.completion_tokens) == (30, 384)
+    assert "finish_reason length" in str(result.error) and "only reasoning" in str(result.error)
+    refusal = {
+        "choices": [{"message": {"content": None, "refusal": "I can't help with that."}, "finish_reason": "stop"}]
+    }
+    result, _ = _run(lambda r: httpx.Response(200, json=refusal))
+    assert not result.ok and "refused: I can't help with that." in str(result.error)
+
+
+def test_content_parts_and_odd_usage_are_read_not_raised() -> None:
+    parts = [{"type": "text", "text": "Par"}, {"type": "text", "text": "is"}, {"type": "image_url", "image_url": {}}]
+    body = {
+        "choices": [{"message": {"content": parts}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": "12.0", "completion_tokens": None},
+    }
+    result, _ = _run(lambda r: httpx.Response(200, json=body))
+    assert result.ok and result.text == "Paris" and (result.prompt_tokens, result.completion_tokens) == (12, 0)
+    body["usage"] = [1]
+    result, _ = _run(lambda r: httpx.Response(200, json=body))
+    assert result.ok and (result.prompt_tokens, result.completion_tokens) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (200, {"error": {"message": "model overloaded"}}, "server error: model overloaded"),
+        (400, {"error": {"message": None, "code": "bad_model"}}, '"code": "bad_model"'),
+        (400, {"error": "plain text"}, "plain text"),
+        (422, {"detail": [{"msg": "field required"}]}, "field required"),
+        (400, {"object": "error", "message": "max_tokens too large"}, "max_tokens too large"),
+        (400, "<html>Bad Request</html>", "<html>Bad Request</html>"),
+    ],
+)
+def test_error_bodies_keep_the_servers_message(status: int, body: object, message: str) -> None:
+    response = httpx.Response(status, text=body) if isinstance(body, str) else httpx.Response(status, json=body)
+    result, _ = _run(lambda r: response, retry=RetryPolicy(max_attempts=1))
+    assert not result.ok and message in str(result.error)
+
+
 def test_concurrency_is_bounded() -> None:
     in_flight, peak = 0, 0
 
@@ -131,7 +178,51 @@ def test_retry_after_is_obeyed_and_capped() -> None:
     assert policy.delay(1, 2.5) == 2.5
     assert policy.delay(1, 100) == 5
     assert parse_retry_after("0.25") == 0.25
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+
+
+def test_retry_after_is_read_in_every_form_servers_send() -> None:
+    now = 1_445_412_480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now=now) == 120
+    assert parse_retry_after("Wed, 21 Oct 2015 07:20:00 GMT", now=now) == 0
+    assert parse_retry_after("-3") == 0
+    for unreadable in ("nan", "inf", "soon", "Wed, 21 Oct 2015 07:30:00"):
+        assert parse_retry_after(unreadable) is None
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after_seconds({"retry-after": "9"}) == 9
+    exhausted = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m30s"}
+    assert retry_after_seconds(exhausted | {"x-ratelimit-reset-tokens": "6ms"}) == 90
+    assert retry_after_seconds({"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1m"}) is None
+    assert retry_after_seconds({}) is None
+    assert [parse_duration(v) for v in ("6ms", "1.5s", "2m", "1h2m3s", "7", "7x", "")] == [
+        0.006, 1.5, 120, 3723, 7, None, None,
+    ]  # fmt: skip
+
+
+def test_429s_back_off_exponentially_when_the_server_gives_no_wait() -> None:
+    slept: list[float] = []
+    answers = iter([httpx.Response(429)] * 5 + [_completion()])
+
+    async def go() -> ChatResult:
+        real_sleep = asyncio.sleep
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            await real_sleep(0)
+
+        asyncio.sleep, saved = sleep, asyncio.sleep
+        try:
+            policy = RetryPolicy(base_delay=1, max_delay=100)
+            async with ChatClient(
+                "http://x/v1", transport=httpx.MockTransport(lambda r: next(answers)), retry=policy
+            ) as client:
+                return await client.complete(ChatRequest("m", [{"role": "user", "content": "q"}]))
+        finally:
+            asyncio.sleep = saved
+
+    assert asyncio.run(go()).attempts == 6
+    waits = [s for s in slept if s > 0]
+    assert len(waits) == 5
+    assert all(2 ** (i - 1) <= w <= 2**i for i, w in enumerate(waits))
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 6, 10])

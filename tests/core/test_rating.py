@@ -114,16 +114,32 @@ def test_reask_that_succeeds_gives_an_ok_row() -> None:
 
 
 def test_truncated_and_failed_requests_have_their_own_reasons() -> None:
-    rows = [_row("p1", ["a", "b"]), _row("p2", ["a", "b"])]
+    rows = [_row("p1", ["a", "b"]), _row("p2", ["a", "b"]), _row("p3", ["a", "b"])]
     results = [
         FakeResult('{"answer_1": {"rat', finish_reason="length"),
         FakeResult(None, error_kind="http_error", error="HTTP 400: context too long"),
+        # a reasoning judge that spent max_tokens thinking: no text at all
+        FakeResult(None, finish_reason="length", error_kind="bad_response", error="completion has no text content"),
     ]
     judge = _judge()
     out = rating_rows(rows, judge_all(plan_tasks(rows, judge), lambda calls: results, 3), judge)
     assert out[0]["reason"].startswith("judge_truncated")
     assert out[1]["reason"].startswith("judge_request_failed")
     assert "HTTP 400" in out[1]["reason"]
+    assert out[2]["reason"].startswith("judge_truncated")
+
+
+def test_a_judge_without_a_seed_is_reasked_with_one() -> None:
+    seen: list[object] = []
+
+    def garbage(calls: Sequence[Call]) -> list[FakeResult]:
+        seen.extend(dict(c.params)["seed"] for c in calls)
+        return [FakeResult("no verdicts here") for _ in calls]
+
+    rows = [_row("p", ["a", "b"])]
+    judge = _judge(params=(("seed", None),), max_reasks=1)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), garbage, judge.max_reasks), judge)
+    assert seen == [None, 2000] and out["reason"].startswith("judge_unparseable")
 
 
 def test_multi_aspect_scores_are_the_mean_and_na_is_left_out() -> None:
