@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pref_assets.core import status
+from pref_assets.core.conversation import prompt_messages
 from pref_assets.core.ids import prompt_id
 
 FIELDS = ("instruction", "topic", "system_prompt", "messages")
 DUPLICATE = "duplicate"
 _ROLES = {"system", "user", "assistant"}
+_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system turn
 
 
 class PromptSourceError(ValueError):
@@ -48,7 +50,7 @@ def normalize_rows(rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_ch
         if row["status"] == status.OK:
             first = seen.setdefault(row["prompt_id"], raw.source_ref)
             if first != raw.source_ref:
-                row.update(status.failure(status.STAGE_PROMPTS, f"{DUPLICATE}: same instruction as {first}"))
+                row.update(status.failure(status.STAGE_PROMPTS, f"{DUPLICATE}: same prompt as {first}"))
         out.append(row)
     return out
 
@@ -84,7 +86,7 @@ def _fill_text(row: dict[str, Any], values: dict[str, Any], max_chars: int) -> s
         kind = type(instruction).__name__
         return "missing_instruction" if instruction is None else f"invalid_instruction: {kind}, not text"
     row["instruction"] = instruction
-    row["prompt_id"] = prompt_id(instruction)
+    row["prompt_id"] = prompt_id(instruction, prompt_messages(row))
     if not instruction.strip():
         return "empty_instruction: empty or whitespace only"
     if len(instruction) > max_chars:
@@ -105,7 +107,8 @@ def parse_messages(value: Any) -> tuple[list[dict[str, str]], str | None]:
     for i, message in enumerate(value):
         if not isinstance(message, Mapping):
             return [], f"invalid_messages: item {i} is not an object"
-        role, content = message.get("role"), message.get("content")
+        role, content = message.get("role"), _text_content(message.get("content"))
+        role = _ALIASES.get(role, role) if isinstance(role, str) else role
         if role not in _ROLES or not isinstance(content, str):
             return [], f"invalid_messages: item {i} needs a role in {sorted(_ROLES)} and text content"
         out.append({"role": role, "content": content})
@@ -114,6 +117,17 @@ def parse_messages(value: Any) -> tuple[list[dict[str, str]], str | None]:
     if out[-1]["role"] == "assistant":
         return [], "invalid_messages: ends with an assistant turn, nothing left to answer"
     return out, None
+
+
+def _text_content(content: Any) -> str | None:
+    """Return text content: a string, or a list of text parts ({"type": "text", "text": ...}) joined; else None."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content:
+        parts = [p.get("text") if isinstance(p, Mapping) and p.get("type", "text") == "text" else None for p in content]
+        if all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    return None
 
 
 def first_user_turn(messages: list[dict[str, str]]) -> str:

@@ -51,7 +51,9 @@ def read_file(path: Path) -> list[RawRow]:
 def read_jsonl(path: Path) -> list[RawRow]:
     """Return one row per non-blank line; a malformed line raises with its line number."""
     rows = []
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
+    # Lines end at "\n" only: JSON strings may hold U+2028, U+2029 or U+0085, which str.splitlines() would split at.
+    for number, line in enumerate(_decode(path).split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         value = _parse_json(line, f"{path}:{number}")

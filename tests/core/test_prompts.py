@@ -51,7 +51,44 @@ def test_bad_rows_fail_with_a_reason(values: dict[str, Any], reason: str) -> Non
 def test_duplicates_are_kept_and_marked() -> None:
     rows = normalize_rows(_rows({"instruction": "a"}, {"instruction": "b"}, {"instruction": "a"}), {}, max_chars=9)
     assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
-    assert rows[2]["reason"] == "duplicate: same instruction as f.jsonl:1"
+    assert rows[2]["reason"] == "duplicate: same prompt as f.jsonl:1"
+
+
+def test_same_first_question_in_different_conversations_is_no_duplicate() -> None:
+    rows = normalize_rows(
+        _rows(
+            {"instruction": "hi", "system_prompt": "Talk like a pirate."},
+            {"instruction": "hi", "system_prompt": "Be formal."},
+            {"instruction": "hi"},
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "Hello"},
+                    {"role": "user", "content": "Why?"},
+                ]
+            },
+            {"messages": [{"role": "user", "content": "hi"}]},
+        ),
+        {},
+        max_chars=99,
+    )
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "ok", "failed"]
+    assert len({r["prompt_id"] for r in rows}) == 4
+    assert rows[2]["prompt_id"] == prompt_id("hi")
+    assert rows[4]["reason"] == "duplicate: same prompt as f.jsonl:3"
+
+
+def test_developer_turns_and_text_parts_are_read() -> None:
+    messages = [
+        {"role": "developer", "content": "Be terse."},
+        {"role": "user", "content": [{"type": "text", "text": "Name "}, {"type": "text", "text": "a prime."}]},
+    ]
+    [row] = normalize_rows(_rows({"messages": messages}), {}, max_chars=100)
+    assert row["status"] == "ok" and row["instruction"] == "Name a prime."
+    assert row["messages"] == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Name a prime."}]
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+    [row] = normalize_rows(_rows({"messages": image}), {}, max_chars=100)
+    assert row["status"] == "failed" and row["reason"].startswith("invalid_messages: item 0")
 
 
 def test_chat_rows_take_first_user_turn_as_instruction() -> None:
@@ -64,7 +101,7 @@ def test_chat_rows_take_first_user_turn_as_instruction() -> None:
     [row] = normalize_rows(_rows({"messages": messages}), {}, max_chars=100)
     assert row["status"] == "ok"
     assert row["instruction"] == "Name a prime."
-    assert row["prompt_id"] == prompt_id("Name a prime.")
+    assert row["prompt_id"] not in (prompt_id("Name a prime."), prompt_id("Another?"))
     assert row["messages"] == messages
 
 

@@ -86,3 +86,12 @@ def test_missing_file_and_empty_path_list(tmp_path: Path) -> None:
 
 def test_limit_applies_to_any_source() -> None:
     assert len(read_source(SourceSettings(kind="embedded", limit=5))) == 5
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path: Path) -> None:
+    texts = ["one\u2028two", "three\u2029four", "five\x85six"]
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(("\r\n".join(json.dumps({"instruction": t}, ensure_ascii=False) for t in texts) + "\n").encode())
+    rows = read_files([str(path)], {})
+    assert [r.values["instruction"] for r in rows] == texts
+    assert [r.source_ref for r in rows] == [f"{path}:1", f"{path}:2", f"{path}:3"]
