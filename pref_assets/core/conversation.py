@@ -17,3 +17,13 @@ def prompt_messages(row: dict[str, Any]) -> list[Message]:
         return messages
     head = [{"role": "system", "content": system}] if system else []
     return [*head, {"role": "user", "content": row["instruction"]}]
+
+
+def judged_prompt(row: dict[str, Any]) -> str:
+    """Return what the judge is shown as the instruction: the instruction itself, or, when the prompt is more than
+    one user turn (a system prompt, earlier turns), the whole conversation the answers continue."""
+    messages = prompt_messages(row)
+    if messages == [{"role": "user", "content": row["instruction"]}]:
+        return row["instruction"]
+    turns = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+    return f"A conversation; each answer below is the assistant's next turn.\n\n{turns}"

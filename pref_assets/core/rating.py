@@ -8,6 +8,7 @@ from typing import Any
 
 from pref_assets.core import status
 from pref_assets.core.calls import Call, response_format
+from pref_assets.core.conversation import judged_prompt
 from pref_assets.core.generation import Result
 from pref_assets.core.judge import (
     TRUNCATED,
@@ -86,7 +87,7 @@ def _task(row: dict[str, Any], aspect: Aspect, judge: JudgeSpec, pass_index: int
     shown = tuple(answered[k] for k in order)
     if pass_index == 1:
         shown = shown[::-1]
-    messages = judge_messages(row["instruction"], [row["generations"][i] for i in shown], aspect)
+    messages = judge_messages(judged_prompt(row), [row["generations"][i] for i in shown], aspect)
     fmt = response_format(judge_schema(len(shown), aspect), judge.flavour)
     call = Call(judge.endpoint, judge.model, tuple(messages), judge.params, fmt)
     return Task(row["prompt_id"], aspect, shown, call, pass_index)

@@ -197,3 +197,19 @@ def test_structured_output_flavours() -> None:
     assert fmt["json_schema"]["json_schema"]["schema"]["required"] == ["answer_1", "answer_2"]
     assert fmt["tgi_grammar"] == {"type": "json", "value": fmt["json_object_schema"]["schema"]}
     assert fmt["none"] is None
+
+
+def test_the_judge_sees_the_conversation_the_answers_continue() -> None:
+    plain = _row("p1", ["a", "b"])
+    system = _row("p2", ["a", "b"]) | {"system_prompt": "Answer in French."}
+    chat = _row("p3", ["a", "b"]) | {
+        "messages": [
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A prime: 7."},
+            {"role": "user", "content": "Another one?"},
+        ]
+    }
+    shown = [task.call.messages[1]["content"] for task in plan_tasks([plain, system, chat], _judge())]
+    assert "## Instruction\nQ\n\n## Answer 1" in shown[0]
+    assert "[system]\nAnswer in French.\n\n[user]\nQ\n\n## Answer 1" in shown[1]
+    assert "[user]\nQ\n\n[assistant]\nA prime: 7.\n\n[user]\nAnother one?\n\n## Answer 1" in shown[2]
