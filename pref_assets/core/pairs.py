@@ -83,6 +83,22 @@ def _with_answer(context: list[Message], answer: str) -> list[Message]:
     return [*context, {"role": "assistant", "content": answer}]
 
 
+def _distinct_pair(answers: Sequence[str | None], scores: Sequence[float | None], **policy: Any) -> Pair | NoPair:
+    """Select a pair whose rejected answer differs from the chosen one: answers identical to the chosen one
+    (up to surrounding whitespace) are left out of the rejected candidates."""
+    choice = select_pair(scores, **policy)
+    if isinstance(choice, NoPair) or _text(answers[choice.chosen]) != _text(answers[choice.rejected]):
+        return choice
+    same = _text(answers[choice.chosen])
+    others = [s if i == choice.chosen or _text(answers[i]) != same else None for i, s in enumerate(scores)]
+    again = select_pair(others, **policy)
+    return again if isinstance(again, Pair) else NoPair(IDENTICAL)
+
+
+def _text(answer: str | None) -> str | None:
+    return None if answer is None else answer.strip()
+
+
 def pair_row(row: dict[str, Any], *, min_margin: float = 0.0, rejected: str = LOWEST) -> dict[str, Any]:
     """Return the DPO row of one rated prompt: a pair, or no pair with a status and reason."""
     out = {
@@ -92,12 +108,10 @@ def pair_row(row: dict[str, Any], *, min_margin: float = 0.0, rejected: str = LO
     }  # fmt: skip
     if row["status"] != status.OK:
         return out | {k: row[k] for k in ("status", "failed_stage", "reason")}
-    choice = select_pair(row["scores"], min_margin=min_margin, rejected=rejected, seed=row["prompt_id"])
+    models, answers, scores = row["generation_models"], row["generations"], row["scores"]
+    choice = _distinct_pair(answers, scores, min_margin=min_margin, rejected=rejected, seed=row["prompt_id"])
     if isinstance(choice, NoPair):
         return out | {"status": status.SKIPPED, "failed_stage": status.STAGE_PAIRS, "reason": choice.reason}
-    models, answers, scores = row["generation_models"], row["generations"], row["scores"]
-    if answers[choice.chosen].strip() == answers[choice.rejected].strip():
-        return out | {"status": status.SKIPPED, "failed_stage": status.STAGE_PAIRS, "reason": IDENTICAL}
     return (
         out
         | format_pair(row, answers[choice.chosen], answers[choice.rejected])

@@ -111,6 +111,15 @@ def test_identical_answer_texts_make_no_pair() -> None:
     assert (row["status"], row["reason"], row["chosen"]) == ("skipped", "identical_answers", None)
 
 
+def test_an_answer_identical_to_the_chosen_one_gives_way_to_a_different_one() -> None:
+    row = _row(generation_models=["a", "b", "c"], generations=["Paris.", "Lyon.", "Paris. "], scores=[5.0, 1.0, 1.0])
+    out = pair_row(row)
+    assert out["status"] == "ok"
+    assert (out["chosen_model"], out["rejected_model"], out["margin"]) == ("a", "b", 4.0)
+    row = row | {"generations": ["Paris.", "Paris.", "Paris. "], "scores": [5.0, 1.0, 1.0]}
+    assert pair_row(row)["reason"] == "identical_answers"
+
+
 def test_random_lower_draws_any_lower_answer_deterministically() -> None:
     scores = [2.0, 5.0, 1.0, 4.0, 5.0]
     picks = {select_pair(scores, rejected="random_lower", seed=f"p{i}").rejected for i in range(60)}
