@@ -94,7 +94,7 @@ def test_unreadable_file_stops_prompts_naming_file_line_and_problem(tmp_path: Pa
 
 BAD_ROWS: dict[int, str] = {
     2: "empty_instruction: empty or whitespace only",
-    3: "duplicate: same instruction as {path}:1",
+    3: "duplicate: same prompt as {path}:1",
     4: "invalid_messages: no user turn",
     5: f"instruction_too_long: {MEGABYTE} characters, over the limit of 20000",
     7: "missing_instruction",
