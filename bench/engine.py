@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -144,6 +145,9 @@ def run_job(settings: Settings) -> JobRun:
     """Run all six assets for the partition in process and collect the figures."""
     job = build_definitions(settings).resolve_job_def(JOB_NAME)
     instance = dg.DagsterInstance.ephemeral()  # the deployment's instance exists before any run
+    # As pref_assets.definitions does once a code location has loaded: what exists before the run is long-lived.
+    gc.collect()
+    gc.freeze()
     started, cpu_started = time.perf_counter(), time.process_time()
     result = job.execute_in_process(
         run_config=QUIET_CONSOLE, partition_key=PARTITION, instance=instance, raise_on_error=False
