@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ CIRCUIT_OPEN = "circuit_open"
 REFUSED = "budget_exhausted"
 Admit = Callable[[], str | None]
 USER_AGENT = "pref-assets"
+_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|grammar|guided", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,8 @@ class ChatClient:
         self._retry = retry or RetryPolicy()
         self._cache = cache
         self._endpoint_id = endpoint_id or base_url
+        # The server's message when it rejected the structured-output request shape; later requests go without it.
+        self.format_rejected: str | None = None
 
     async def __aenter__(self) -> ChatClient:
         return self
@@ -152,17 +156,27 @@ class ChatClient:
             self._limiter.record_failure(str(outcome.error))
 
     async def _attempt(self, request: ChatRequest) -> _Outcome:
+        structured = request.response_format is not None and self.format_rejected is None
+        body = request.body()
+        if not structured:
+            body.pop("response_format", None)
         try:
-            response = await self._post(request.body())
+            response = await self._post(body)
         except httpx.TimeoutException as err:
             return _Outcome.failed(TIMEOUT, f"{type(err).__name__}: no answer in time", retryable=True)
         except httpx.TransportError as err:
             return _Outcome.failed(CONNECTION_ERROR, f"{type(err).__name__}: {err}", retryable=True)
         if response.status_code != 200:
+            message = _error_message(response)
+            if structured and response.status_code in (400, 422) and _FORMAT_WORDS.search(message):
+                # This server does not take the configured structured-output shape: ask in the prompt only (the
+                # judge parser reads JSON and free text); the cache key stays that of the request as configured.
+                self.format_rejected = message
+                return await self._attempt(request)
             return replace(
                 _Outcome.failed(
                     HTTP_ERROR,
-                    f"HTTP {response.status_code}: {_error_message(response)}",
+                    f"HTTP {response.status_code}: {message}",
                     retryable=self._retry.should_retry(response.status_code),
                     retry_after=retry_after_seconds(response.headers),
                 ),

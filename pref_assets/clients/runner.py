@@ -78,6 +78,7 @@ async def _run(
             return list(await asyncio.gather(*jobs))
         finally:
             reporter.cancel()
+            _report_format_rejections(clients, log)
     finally:
         await asyncio.gather(*(client.aclose() for client in clients.values()))
 
@@ -108,6 +109,15 @@ class _Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         return f"{self.done}/{self.total} calls done, {rate:.2f}/s, ETA {eta:.0f} s"
+
+
+def _report_format_rejections(clients: Mapping[str, ChatClient], log: Log | None) -> None:
+    for name, client in clients.items():
+        if client.format_rejected is not None and log is not None:
+            log(
+                f"endpoint {name} rejected the structured-output request shape ({client.format_rejected}); "
+                "its requests were sent without response_format. Set its structured_output to the server's flavour."
+            )
 
 
 def _raise_if_parked(calls: Sequence[Call], results: Sequence[ChatResult]) -> None:

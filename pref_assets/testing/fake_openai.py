@@ -54,6 +54,7 @@ class FakeConfig:
     timeout_sleep: float = 3600.0
     seed: int = 0
     api_key: str | None = None
+    reject_response_format: bool = False
 
     def __post_init__(self) -> None:
         for name in ("fail_5xx", "fail_timeout", "malformed", "truncated", "latency_jitter"):
@@ -548,6 +549,8 @@ class FakeOpenAI:
             return refusal
         if isinstance(body, BadRequest):
             return error_reply(400, str(body), "invalid_request_error")
+        if self.config.reject_response_format and "response_format" in body:
+            return error_reply(400, "Unrecognized request argument supplied: response_format", "invalid_request_error")
         return await self.complete(body, receive)
 
     def refusal(self, scope: Scope) -> Reply | None:
@@ -626,6 +629,7 @@ _FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "timeout_sleep": (float, "how long a --fail-timeout request sleeps"),
     "seed": (int, "seed of the fault RNG"),
     "api_key": (str, "require 'Authorization: Bearer KEY'"),
+    "reject_response_format": (lambda text: text.lower() in ("1", "true", "yes"), "answer 400 to any response_format"),
 }
 
 

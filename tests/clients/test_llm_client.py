@@ -231,3 +231,42 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap(attempt: int) -> None
     ceiling = min(8, 0.5 * 2 ** (attempt - 1))
     delays = [policy.delay(attempt) for _ in range(50)]
     assert all(ceiling / 2 <= d <= ceiling for d in delays)
+
+
+def test_a_server_that_rejects_the_structured_output_shape_is_asked_in_the_prompt_only() -> None:
+    schema = {"type": "json_object", "schema": {"type": "object"}}
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "response_format" in body:
+            return httpx.Response(400, json={"error": {"message": "Unrecognized request argument: response_format"}})
+        return _completion('{"answer_1": {"rating": 4}}')
+
+    async def go() -> tuple[list[ChatResult], ChatClient]:
+        async with ChatClient("http://x/v1", transport=httpx.MockTransport(handler), retry=FAST) as client:
+            requests = [ChatRequest("m", [{"role": "user", "content": str(i)}], {}, schema) for i in range(3)]
+            return await client.complete_many(requests), client
+
+    results, client = asyncio.run(go())
+    assert all(r.ok and r.attempts == 1 for r in results)
+    assert "response_format" in str(client.format_rejected)
+    assert sum("response_format" in b for b in bodies) >= 1 and len(bodies) <= 6
+    assert "response_format" not in bodies[-1]
+
+
+def test_a_bad_request_about_something_else_is_not_resent_without_the_format() -> None:
+    schema = {"type": "json_object", "schema": {"type": "object"}}
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(400, json={"error": {"message": "max_tokens is too large"}})
+
+    async def go() -> ChatResult:
+        async with ChatClient("http://x/v1", transport=httpx.MockTransport(handler), retry=FAST) as client:
+            return await client.complete(ChatRequest("m", [{"role": "user", "content": "q"}], {}, schema))
+
+    result = asyncio.run(go())
+    assert not result.ok and "max_tokens is too large" in str(result.error) and len(seen) == 1

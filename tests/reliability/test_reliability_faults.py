@@ -73,6 +73,26 @@ def test_every_prompt_is_accounted_for_under_injected_faults(tmp_path: Path) -> 
     assert report["repeated_after_success"] == 0
 
 
+def test_an_endpoint_that_rejects_structured_output_is_asked_in_the_prompt_only(tmp_path: Path) -> None:
+    """The judge requests reach the model without response_format instead of failing with HTTP 400. (The fake
+    server answers free text when no schema is requested, so here the judge answers are unreadable: every row
+    fails as judge_unparseable with the raw text, never as an HTTP error, and the ledger check stops the batch.)"""
+    source = tmp_path / "prompts.jsonl"
+    write_prompts(source, 6)
+    with run_fake_openai(reject_response_format=True) as server:
+        settings = fake_settings(server.base_url, tmp_path / "store", source, batch_size=6)
+        instance = dg.DagsterInstance.ephemeral()
+        result = run_partition(settings, "batch-00000", instance, raise_on_error=False)
+        stats = server.stats()
+    assert stats["by_status"]["400"] >= 1
+    ratings = read_stage(tmp_path / "store", "ratings", "batch-00000")
+    assert ratings.height == 6
+    assert all(reason.startswith("judge_unparseable") for reason in ratings["reason"].to_list())
+    assert all(j["raw_text"] for row in ratings["judgements"].to_list() for j in row)
+    logs = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert any("rejected the structured-output request shape" in m and "structured_output" in m for m in logs)
+
+
 def _assert_ledger(stage: dict[str, pl.DataFrame]) -> None:
     """Every prompt id is in every stage; a row is ok, or failed/skipped with its stage and reason."""
     ids = stage["prompts"]["prompt_id"].to_list()
