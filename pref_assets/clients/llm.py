@@ -183,7 +183,7 @@ class ChatClient:
                 status=response.status_code,
                 headers=_rate_headers(response),
             )
-        return replace(_parse_completion(response), status=200, headers=_rate_headers(response))
+        return _parse_completion(response)
 
     async def _post(self, body: dict[str, Any]) -> httpx.Response:
         """POST one body straight to the transport: an httpx request and response, without the per-request
@@ -271,29 +271,38 @@ def _cacheable(result: ChatResult) -> dict[str, Any]:
 
 
 def _parse_completion(response: httpx.Response) -> _Outcome:
+    """Read a 200 answer: its text, or why there is none, with the finish reason, usage and rate headers."""
+    headers = _rate_headers(response)
     try:
         body = response.json()
     except ValueError as err:
-        return _Outcome.failed(BAD_RESPONSE, f"completion is not JSON ({err}): {response.text[:200]!r}", retryable=True)
+        problem = f"completion is not JSON ({err}): {response.text[:200]!r}"
+        return _Outcome(error_kind=BAD_RESPONSE, error=problem, retryable=True, status=200, headers=headers)
     choices = body.get("choices") if isinstance(body, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         error = body.get("error") if isinstance(body, dict) else None
-        if error:  # some servers answer 200 with an error body
-            return _Outcome.failed(BAD_RESPONSE, f"server error: {_error_text(error)}", retryable=True)
-        return _Outcome.failed(BAD_RESPONSE, f"completion has no choices: {response.text[:200]!r}", retryable=True)
+        # some servers answer 200 with an error body
+        problem = (
+            f"server error: {_error_text(error)}" if error else f"completion has no choices: {response.text[:200]!r}"
+        )
+        return _Outcome(error_kind=BAD_RESPONSE, error=problem, retryable=True, status=200, headers=headers)
     choice = choices[0]
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     finish = choice.get("finish_reason")
-    read = _Outcome(finish_reason=finish if isinstance(finish, str) else None, usage=_usage(body.get("usage")))
+    finish = finish if isinstance(finish, str) else None
+    usage = _usage(body.get("usage"))
     text = _content_text(message.get("content"))
     if text is not None:
-        return replace(read, text=text)
+        return _Outcome(text=text, finish_reason=finish, usage=usage, status=200, headers=headers)
     if message.get("refusal"):
-        return replace(read, error_kind=BAD_RESPONSE, error=f"the model refused: {str(message['refusal'])[:300]}")
-    why = f" (finish_reason {read.finish_reason})" if read.finish_reason else ""
-    if message.get("reasoning_content") or message.get("reasoning"):
-        why += "; the answer held only reasoning"
-    return replace(read, error_kind=BAD_RESPONSE, error=f"completion has no text content{why}")
+        problem = f"the model refused: {str(message['refusal'])[:300]}"
+    else:
+        problem = "completion has no text content" + (f" (finish_reason {finish})" if finish else "")
+        if message.get("reasoning_content") or message.get("reasoning"):
+            problem += "; the answer held only reasoning"
+    return _Outcome(
+        finish_reason=finish, usage=usage, error_kind=BAD_RESPONSE, error=problem, status=200, headers=headers
+    )
 
 
 def _content_text(content: object) -> str | None:
