@@ -18,6 +18,7 @@ from pref_assets.clients.cache import RequestCache, request_key
 from pref_assets.clients.limiter import CircuitOpenError, Limiter
 from pref_assets.clients.retry import RetryPolicy, retry_after_seconds
 from pref_assets.clients.transport import KeepAliveTransport
+from pref_assets.core.text import encodable, encodable_values
 
 HTTP_ERROR = "http_error"
 CONNECTION_ERROR = "connection_error"
@@ -86,6 +87,7 @@ class ChatClient:
         self._transport = transport or default_transport(base_url, max_concurrency)
         self._url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
         self._headers = _headers(api_key)
+        self._secret = (api_key or "").strip()
         self._extensions = {"timeout": (timeout or httpx.Timeout(120.0, connect=10.0)).as_dict()}
         self._limiter = limiter or Limiter(max_concurrency=max_concurrency)
         self._retry = retry or RetryPolicy()
@@ -156,6 +158,13 @@ class ChatClient:
             self._limiter.record_failure(str(outcome.error))
 
     async def _attempt(self, request: ChatRequest) -> _Outcome:
+        outcome = await self._exchange(request)
+        if outcome.error and self._secret and self._secret in outcome.error:
+            # a server that echoes the key ("invalid token sk-...") must not put it in rows, metadata or logs
+            return replace(outcome, error=outcome.error.replace(self._secret, "***"))
+        return outcome
+
+    async def _exchange(self, request: ChatRequest) -> _Outcome:
         structured = request.response_format is not None and self.format_rejected is None
         body = request.body()
         if not structured:
@@ -171,8 +180,8 @@ class ChatClient:
             if structured and response.status_code in (400, 422) and _FORMAT_WORDS.search(message):
                 # This server does not take the configured structured-output shape: ask in the prompt only (the
                 # judge parser reads JSON and free text); the cache key stays that of the request as configured.
-                self.format_rejected = message
-                return await self._attempt(request)
+                self.format_rejected = message.replace(self._secret, "***") if self._secret else message
+                return await self._exchange(request)
             return replace(
                 _Outcome.failed(
                     HTTP_ERROR,
@@ -254,7 +263,8 @@ def _environment_proxy(url: httpx.URL) -> str | None:
 
 def _headers(api_key: str | None) -> list[tuple[str, str]]:
     headers = [("Content-Type", "application/json"), ("Accept", "application/json"), ("User-Agent", USER_AGENT)]
-    return [*headers, ("Authorization", f"Bearer {api_key}")] if api_key else headers
+    key = (api_key or "").strip()  # a key read from a file or secret often ends in a newline
+    return [*headers, ("Authorization", f"Bearer {key}")] if key else headers
 
 
 def _rate_headers(response: httpx.Response) -> dict[str, str]:
@@ -274,18 +284,14 @@ def _parse_completion(response: httpx.Response) -> _Outcome:
     """Read a 200 answer: its text, or why there is none, with the finish reason, usage and rate headers."""
     headers = _rate_headers(response)
     try:
-        body = response.json()
+        # Invalid UTF-8 (a character cut at max_tokens) is replaced, not a reason to retry the call.
+        body = encodable_values(json.loads(response.content.decode("utf-8", errors="replace")))
     except ValueError as err:
         problem = f"completion is not JSON ({err}): {response.text[:200]!r}"
         return _Outcome(error_kind=BAD_RESPONSE, error=problem, retryable=True, status=200, headers=headers)
     choices = body.get("choices") if isinstance(body, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        error = body.get("error") if isinstance(body, dict) else None
-        # some servers answer 200 with an error body
-        problem = (
-            f"server error: {_error_text(error)}" if error else f"completion has no choices: {response.text[:200]!r}"
-        )
-        return _Outcome(error_kind=BAD_RESPONSE, error=problem, retryable=True, status=200, headers=headers)
+        return _error_body_outcome(body, response, headers)
     choice = choices[0]
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     finish = choice.get("finish_reason")
@@ -303,6 +309,22 @@ def _parse_completion(response: httpx.Response) -> _Outcome:
     return _Outcome(
         finish_reason=finish, usage=usage, error_kind=BAD_RESPONSE, error=problem, status=200, headers=headers
     )
+
+
+def _error_body_outcome(body: Any, response: httpx.Response, headers: dict[str, str]) -> _Outcome:
+    """Some servers answer 200 with an error body (``{"error": ...}``, vLLM's ``{"object": "error", "code": 404}``);
+    a code that says the request itself is wrong (4xx other than 408/409/429) is not retried."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(body, dict) and body.get("object") == "error":
+        error = body
+    if not error:
+        problem = f"completion has no choices: {response.text[:200]!r}"
+        return _Outcome(error_kind=BAD_RESPONSE, error=problem, retryable=True, status=200, headers=headers)
+    code = error.get("code") if isinstance(error, dict) else None
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    retryable = code is None or not 400 <= code < 500 or RetryPolicy().should_retry(code)
+    problem = f"server error{f' {code}' if code else ''}: {_error_text(error)}"
+    return _Outcome(error_kind=BAD_RESPONSE, error=problem, retryable=retryable, status=200, headers=headers)
 
 
 def _content_text(content: object) -> str | None:
@@ -331,15 +353,21 @@ def _count(value: object) -> int:
 
 
 def _error_message(response: httpx.Response) -> str:
+    text = encodable(response.content.decode("utf-8", errors="replace"))
     try:
-        body = response.json()
+        body = encodable_values(json.loads(text))
     except ValueError:
-        return response.text[:300]
+        return text[:300] or _no_message(response)
     if isinstance(body, dict):
         for key in ("error", "detail", "message"):
             if body.get(key):
                 return _error_text(body[key])
-    return response.text[:300]
+    return text[:300]
+
+
+def _no_message(response: httpx.Response) -> str:
+    location = response.headers.get("location")
+    return f"(no message; redirected to {location})" if location else "(no message)"
 
 
 def _error_text(error: object) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
+from pref_assets.core.text import encodable_values
 
 FORMATS = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -105,7 +106,7 @@ def _decode(path: Path) -> str:
 
 def _parse_json(text: str, where: str) -> Any:
     try:
-        return json.loads(text)
+        return encodable_values(json.loads(text))
     except json.JSONDecodeError as err:
         raise PromptSourceError(f"{where}: malformed JSON: {err.msg} (column {err.colno})") from err
 

@@ -270,3 +270,43 @@ def test_a_bad_request_about_something_else_is_not_resent_without_the_format() -
 
     result = asyncio.run(go())
     assert not result.ok and "max_tokens is too large" in str(result.error) and len(seen) == 1
+
+
+def test_text_that_utf8_cannot_carry_is_replaced_not_retried() -> None:
+    half_emoji = b'{"choices": [{"message": {"content": "Sure! \\ud83d"}, "finish_reason": "stop"}]}'
+    result, seen = _run(lambda r: httpx.Response(200, content=half_emoji))
+    assert result.ok and result.text == "Sure! \ufffd" and len(seen) == 1
+    result.text.encode("utf-8")
+    cut = b'{"choices": [{"message": {"content": "caf\xc3"}, "finish_reason": "length"}]}'
+    result, seen = _run(lambda r: httpx.Response(200, content=cut))
+    assert result.ok and result.text == "caf\ufffd" and len(seen) == 1
+    error = b'{"error": {"message": "bad \\udc00 input"}}'
+    result, _ = _run(lambda r: httpx.Response(400, content=error))
+    assert not result.ok and "bad \ufffd input" in str(result.error)
+
+
+@pytest.mark.parametrize(("code", "attempts"), [(404, 1), (400, 1), (429, 3), (500, 3), (None, 3)])
+def test_an_error_object_sent_with_200_is_retried_only_when_its_code_allows(code: int | None, attempts: int) -> None:
+    body = {"object": "error", "message": "The model `m` does not exist.", "type": "NotFoundError"}
+    body |= {} if code is None else {"code": code}
+    result, seen = _run(lambda r: httpx.Response(200, json=body))
+    assert not result.ok and result.error_kind == "bad_response" and len(seen) == attempts
+    assert "does not exist" in str(result.error)
+
+
+def test_the_api_key_is_trimmed_and_never_echoed_into_errors() -> None:
+    key = "sk-test-1234567890"
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        token = request.headers["authorization"].removeprefix("Bearer ")
+        return httpx.Response(401, json={"error": {"message": f"invalid token {token}"}})
+
+    result, seen = _run(echo, api_key=key + "\n")
+    assert seen[0].headers["authorization"] == f"Bearer {key}"
+    assert not result.ok and key not in str(result.error) and "invalid token ***" in str(result.error)
+
+
+def test_a_redirect_without_a_body_names_where_it_points() -> None:
+    response = httpx.Response(308, headers={"location": "/api/v1/chat/completions"})
+    result, _ = _run(lambda r: response)
+    assert not result.ok and "redirected to /api/v1/chat/completions" in str(result.error)
