@@ -48,11 +48,18 @@ def normalize_rows(rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_ch
     for raw in rows:
         row = _normalize(raw, mapping, max_chars)
         if row["status"] == status.OK:
-            first = seen.setdefault(row["prompt_id"], raw.source_ref)
+            first = seen.setdefault(_duplicate_key(row), raw.source_ref)
             if first != raw.source_ref:
                 row.update(status.failure(status.STAGE_PROMPTS, f"{DUPLICATE}: same prompt as {first}"))
         out.append(row)
     return out
+
+
+def _duplicate_key(row: dict[str, Any]) -> str:
+    """Return the id of the prompt with runs of whitespace made single spaces and ends trimmed: prompts that differ
+    only in spacing would be answered (and paid for) alike."""
+    messages = [{"role": m["role"], "content": " ".join(m["content"].split())} for m in prompt_messages(row)]
+    return prompt_id(" ".join(row["instruction"].split()), messages)
 
 
 def _normalize(raw: RawRow, mapping: Mapping[str, str], max_chars: int) -> dict[str, Any]:

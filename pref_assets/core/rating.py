@@ -113,11 +113,15 @@ def _reseeded(call: Call, attempt: int) -> Call:
 
 
 def _merge(before: Outcome, after: Outcome) -> Outcome:
-    return replace(
-        after,
-        prompt_tokens=before.prompt_tokens + after.prompt_tokens,
-        completion_tokens=before.completion_tokens + after.completion_tokens,
-    )
+    tokens = {
+        "prompt_tokens": before.prompt_tokens + after.prompt_tokens,
+        "completion_tokens": before.completion_tokens + after.completion_tokens,
+    }
+    if after.reason is not None and after.reason.startswith(REQUEST_FAILED):
+        # A re-ask that got no answer says nothing new: the unreadable answer and its raw text stay the finding.
+        reason = f"{before.reason}; re-ask {after.attempts} got no answer: {after.reason}"
+        return replace(before, reason=reason, attempts=after.attempts, **tokens)
+    return replace(after, **tokens)
 
 
 def _outcome(task: Task, result: Result, attempt: int) -> Outcome:

@@ -85,6 +85,12 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
             rows = normalize_rows(raw, settings.source.columns, max_chars=settings.source.max_prompt_chars)
         except PromptSourceError as err:
             raise dg.Failure(description=f"prompt source: {err}") from err
+        if start >= len(rows):
+            raise dg.Failure(
+                description=f"prompt source: {context.partition_key} covers rows {start + 1}-{stop}, but the source "
+                f"now has {len(rows)} rows (it shrank since the partitions were listed). Nothing was written.",
+                allow_retries=False,
+            )
         batch = rows[start:stop]
         out = schemas.frame(batch, schemas.PROMPTS)
         cols = ["prompt_id", "topic", "instruction", "status", "reason"]

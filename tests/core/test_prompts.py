@@ -78,6 +78,14 @@ def test_same_first_question_in_different_conversations_is_no_duplicate() -> Non
     assert rows[4]["reason"] == "duplicate: same prompt as f.jsonl:3"
 
 
+def test_prompts_that_differ_only_in_spacing_are_duplicates() -> None:
+    texts = ["Hello there", "Hello there ", " Hello  there", "Hello there\n", "Hello, there"]
+    rows = normalize_rows(_rows(*({"instruction": t} for t in texts)), {}, max_chars=99)
+    assert [r["status"] for r in rows] == ["ok", "failed", "failed", "failed", "ok"]
+    assert rows[2]["reason"] == "duplicate: same prompt as f.jsonl:1"
+    assert rows[0]["instruction"] == "Hello there" and rows[1]["instruction"] == "Hello there "
+
+
 def test_developer_turns_and_text_parts_are_read() -> None:
     messages = [
         {"role": "developer", "content": "Be terse."},

@@ -213,3 +213,20 @@ def test_the_judge_sees_the_conversation_the_answers_continue() -> None:
     assert "## Instruction\nQ\n\n## Answer 1" in shown[0]
     assert "[system]\nAnswer in French.\n\n[user]\nQ\n\n## Answer 1" in shown[1]
     assert "[user]\nQ\n\n[assistant]\nA prime: 7.\n\n[user]\nAnother one?\n\n## Answer 1" in shown[2]
+
+
+def test_a_reask_that_gets_no_answer_keeps_the_unreadable_answer_and_its_text() -> None:
+    answers = iter(
+        [
+            [FakeResult("I think both are fine.")],
+            [FakeResult(None, error_kind="http_error", error="HTTP 400: Unsupported parameter: 'seed'")],
+        ]
+    )
+    rows = [_row("p", ["a", "b"])]
+    judge = _judge(max_reasks=1)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), lambda calls: next(answers), 1), judge)
+    assert out["status"] == "failed" and out["reason"].startswith("judge_unparseable")
+    assert "re-ask 2 got no answer: judge_request_failed: http_error: HTTP 400" in out["reason"]
+    [judgement] = out["judgements"]
+    assert judgement["raw_text"] == "I think both are fine." and judgement["attempts"] == 2
+    assert judgement["prompt_tokens"] == 20

@@ -260,3 +260,21 @@ def test_bad_file_loses_nothing_already_materialized(tmp_path: Path) -> None:
     latest = instance.get_latest_materialization_event(dg.AssetKey("dpo_pairs"))
     assert latest is not None and latest.run_id == first.run_id
     assert read_stage(store, "dpo_pairs", PARTITION).height == 4
+
+
+def test_a_batch_the_shrunk_source_no_longer_covers_fails_instead_of_writing_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "prompts.jsonl"
+    write_prompts(source, 8)
+    settings = fake_settings(NOWHERE, tmp_path / "store", source, batch_size=4)
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)  # two batches listed while the file had 8 rows
+    write_prompts(source, 3)
+    result = job.execute_in_process(
+        partition_key="batch-00001",
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        asset_selection=[dg.AssetKey("prompts")],
+    )
+    assert not result.success
+    messages = " ".join(failure_messages(result))
+    assert "batch-00001 covers rows 5-8, but the source now has 3 rows" in messages
+    assert not (tmp_path / "store" / "prompts").exists()
