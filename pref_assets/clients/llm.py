@@ -31,6 +31,10 @@ USER_AGENT = "pref-assets"
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|grammar|guided", re.I)
 
 
+class EndpointConfigError(ValueError):
+    """An endpoint cannot be reached as configured; retrying will not help."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One chat-completions call; ``params`` holds generation parameters (max_tokens, temperature...)."""
@@ -214,7 +218,13 @@ def default_transport(base_url: str, max_connections: int) -> httpx.AsyncBaseTra
     if proxy is None:
         return KeepAliveTransport(max_connections=max_connections)
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+    try:
+        return httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+    except ImportError as err:  # a socks5:// proxy without the socksio package
+        raise EndpointConfigError(
+            f"the proxy the environment sets for {base_url} ({httpx.URL(proxy).scheme}://, from HTTP(S)_PROXY or "
+            f"ALL_PROXY) cannot be used: {err}. Install httpx[socks], or exclude the host with NO_PROXY."
+        ) from err
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from pref_assets.clients.argilla import ArgillaError, push_records
-from pref_assets.clients.llm import ChatResult
+from pref_assets.clients.llm import ChatResult, EndpointConfigError
 from pref_assets.clients.runner import Budget, EndpointParkedError, Prices, run_calls
 from pref_assets.core import status
 from pref_assets.core.calls import Call
@@ -221,8 +221,8 @@ def _call_llm(
 ) -> list[ChatResult]:
     try:
         return run_calls(calls, llm.client, budget=budget, log=context.log.info)
-    except EndpointParkedError as err:
-        # A step retry would meet the same open breaker; the user reruns when the endpoint is back.
+    except (EndpointParkedError, EndpointConfigError) as err:
+        # A step retry would meet the same open breaker or configuration; the user reruns once it is mended.
         raise dg.Failure(description=str(err), allow_retries=False) from err
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trustme
 
-from pref_assets.clients.llm import ChatClient, ChatRequest, default_transport
+from pref_assets.clients.llm import ChatClient, ChatRequest, EndpointConfigError, default_transport
 from pref_assets.clients.transport import KeepAliveTransport
 
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"a": "ok"}'
@@ -310,3 +310,19 @@ def test_chat_client_sends_its_key_and_uses_the_proxy_transport_when_one_is_set(
     monkeypatch.delenv("no_proxy", raising=False)
     assert isinstance(default_transport("https://api.example.com/v1", 4), httpx.AsyncHTTPTransport)
     assert isinstance(default_transport("http://api.example.com/v1", 4), KeepAliveTransport)
+
+
+def test_a_socks_proxy_without_its_package_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        import socksio  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("socksio is installed: the proxy would work")
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(
+        EndpointConfigError, match=r"socks5://.*Install httpx\[socks\], or exclude the host with NO_PROXY"
+    ):
+        default_transport("http://llm.example.com/v1", 4)
