@@ -24,6 +24,7 @@ HTTP_ERROR = "http_error"
 CONNECTION_ERROR = "connection_error"
 TIMEOUT = "timeout"
 BAD_RESPONSE = "bad_response"
+INVALID_REQUEST = "invalid_request"
 CIRCUIT_OPEN = "circuit_open"
 REFUSED = "budget_exhausted"
 Admit = Callable[[], str | None]
@@ -177,6 +178,8 @@ class ChatClient:
             response = await self._post(body)
         except httpx.TimeoutException as err:
             return _Outcome.failed(TIMEOUT, f"{type(err).__name__}: no answer in time", retryable=True)
+        except httpx.LocalProtocolError as err:  # the request cannot be written as it is; sending again won't help
+            return _Outcome.failed(INVALID_REQUEST, f"{type(err).__name__}: {err}", retryable=False)
         except httpx.TransportError as err:
             return _Outcome.failed(CONNECTION_ERROR, f"{type(err).__name__}: {err}", retryable=True)
         if response.status_code != 200:

@@ -273,7 +273,13 @@ def _origin(url: httpx.URL) -> _Origin:
 def _encode(request: httpx.Request, body: bytes) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
     lines += [b"%s: %s" % (k, v) for k, v in request.headers.raw]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+    head = b"\r\n".join(lines)
+    if head.count(b"\n") != len(lines) - 1 or b"\r" in head.replace(b"\r\n", b""):
+        # a line break inside a header value would end the head early (and could inject headers); the value may be
+        # a secret, so only the name is told
+        names = [k.decode("latin-1") for k, v in request.headers.raw if b"\r" in v or b"\n" in v]
+        raise httpx.LocalProtocolError(f"header {', '.join(names) or 'line'} holds a line break; request not sent")
+    return head + b"\r\n\r\n" + body
 
 
 def _transport_error(err: BaseException) -> httpx.TransportError:

@@ -326,3 +326,16 @@ def test_a_socks_proxy_without_its_package_is_a_configuration_error(monkeypatch:
         EndpointConfigError, match=r"socks5://.*Install httpx\[socks\], or exclude the host with NO_PROXY"
     ):
         default_transport("http://llm.example.com/v1", 4)
+
+
+def test_a_header_value_with_a_line_break_is_never_sent_and_never_shown() -> None:
+    request = httpx.Request(
+        "POST", "http://llm.test/v1/chat/completions", headers={"Authorization": "Bearer sk-1\nX: y"}
+    )
+
+    async def go() -> None:
+        await KeepAliveTransport().handle_async_request(request)
+
+    with pytest.raises(httpx.LocalProtocolError, match="header Authorization holds a line break") as info:
+        asyncio.run(go())
+    assert "sk-1" not in str(info.value)
