@@ -38,6 +38,21 @@ class EndpointSettings(_Strict):
     tpm: float | None = Field(None, gt=0, description="tokens per minute; learned from x-ratelimit-* if unset")
     structured_output: StructuredOutput = "json_object_schema"
 
+    @model_validator(mode="after")
+    def _check_base_url(self) -> EndpointSettings:
+        if self.base_url == EMBEDDED:
+            return self
+        scheme, _, rest = self.base_url.partition("://")
+        if scheme not in ("http", "https") or not rest:
+            raise ValueError(f"endpoint {self.name}: base_url must start with http:// or https://, or be {EMBEDDED!r}")
+        if "@" in rest.split("/", 1)[0]:
+            # shown without the URL: it holds a credential
+            raise ValueError(
+                f"endpoint {self.name}: base_url holds a user name or password; secrets never go in this file. "
+                "Put the key in an environment variable and name it in api_key_env."
+            )
+        return self
+
 
 class ModelSettings(_Strict):
     """A model on an endpoint. ``name`` labels its answers in the dataset; ``model`` is the API id."""
@@ -259,4 +274,6 @@ def _read_settings(path: Path) -> Settings:
     try:
         return Settings.model_validate(document)
     except ValidationError as err:
-        raise SettingsError(f"{path}: invalid configuration:\n{err}") from err
+        problems = "\n".join(f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors())
+        # pydantic's own text repeats the input values, which may hold a credential; the messages name the fields
+        raise SettingsError(f"{path}: invalid configuration:\n{problems}") from None

@@ -23,7 +23,7 @@ from reliability_support import (
     write_prompts,
 )
 
-from pref_assets.settings import ArgillaSettings
+from pref_assets.settings import ArgillaSettings, SettingsError, load_settings
 from pref_assets.testing.fake_openai import run_fake_openai
 
 LLM_KEY = "sk-reliability-llm-4e7a91c0d2b8"
@@ -85,3 +85,18 @@ def test_keys_appear_in_no_log_metadata_file_or_output(
     assert scan_for(LLM_KEY, [control]) == [str(control / "leak.bin")]
     compute_logs = [p for p in home.rglob("compute_logs/*") if p.stat().st_size > 0]
     assert compute_logs, "no compute log was captured, so none was checked"
+
+
+def test_a_credential_in_a_base_url_is_refused_without_being_repeated(tmp_path: Path) -> None:
+    config = tmp_path / "pref_assets.yaml"
+    config.write_text(
+        "endpoints:\n  - {name: remote, base_url: 'https://user:hunter2secret@llm.example.com/v1'}\n"
+        "generators:\n  - {name: a, endpoint: remote, model: m}\n  - {name: b, endpoint: remote, model: n}\n"
+        "judge: {name: j, endpoint: remote, model: m}\n"
+    )
+    with pytest.raises(SettingsError) as info:
+        load_settings(config)
+    message = str(info.value)
+    assert "endpoints.0: Value error, endpoint remote: base_url holds a user name or password" in message
+    assert "api_key_env" in message and "hunter2secret" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
