@@ -29,7 +29,13 @@ CIRCUIT_OPEN = "circuit_open"
 REFUSED = "budget_exhausted"
 Admit = Callable[[], str | None]
 USER_AGENT = "pref-assets"
-_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|grammar|guided", re.I)
+# Fields a request can go without, and the words by which a server's 400/422 names each: without
+# response_format the judge is asked in the prompt only (its parser reads JSON and free text); without seed a
+# re-ask is just another sample.
+_OPTIONAL_FIELDS = {
+    "response_format": re.compile(r"response_format|json_schema|json_object|grammar|guided", re.I),
+    "seed": re.compile(r"\bseed\b", re.I),
+}
 
 
 class EndpointConfigError(ValueError):
@@ -98,8 +104,9 @@ class ChatClient:
         self._retry = retry or RetryPolicy()
         self._cache = cache
         self._endpoint_id = endpoint_id or base_url
-        # The server's message when it rejected the structured-output request shape; later requests go without it.
-        self.format_rejected: str | None = None
+        # Optional request fields this server rejected (400/422 naming them), with its message: later requests go
+        # without them. The cache key stays that of the request as configured.
+        self.dropped: dict[str, str] = {}
 
     async def __aenter__(self) -> ChatClient:
         return self
@@ -170,10 +177,9 @@ class ChatClient:
         return outcome
 
     async def _exchange(self, request: ChatRequest) -> _Outcome:
-        structured = request.response_format is not None and self.format_rejected is None
         body = request.body()
-        if not structured:
-            body.pop("response_format", None)
+        for name in self.dropped:
+            body.pop(name, None)
         try:
             response = await self._post(body)
         except httpx.TimeoutException as err:
@@ -184,10 +190,9 @@ class ChatClient:
             return _Outcome.failed(CONNECTION_ERROR, f"{type(err).__name__}: {err}", retryable=True)
         if response.status_code != 200:
             message = _error_message(response)
-            if structured and response.status_code in (400, 422) and _FORMAT_WORDS.search(message):
-                # This server does not take the configured structured-output shape: ask in the prompt only (the
-                # judge parser reads JSON and free text); the cache key stays that of the request as configured.
-                self.format_rejected = message.replace(self._secret, "***") if self._secret else message
+            rejected = _rejected_optional_field(body, response.status_code, message)
+            if rejected is not None:
+                self.dropped[rejected] = message.replace(self._secret, "***") if self._secret else message
                 return await self._exchange(request)
             return replace(
                 _Outcome.failed(
@@ -212,6 +217,13 @@ class ChatClient:
         finally:
             await response.aclose()
         return response
+
+
+def _rejected_optional_field(body: dict[str, Any], status: int, message: str) -> str | None:
+    """Return the optional field a 400/422 answer names as the problem, if the body holds it."""
+    if status not in (400, 422):
+        return None
+    return next((name for name, words in _OPTIONAL_FIELDS.items() if name in body and words.search(message)), None)
 
 
 def default_transport(base_url: str, max_connections: int) -> httpx.AsyncBaseTransport:

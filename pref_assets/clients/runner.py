@@ -78,7 +78,7 @@ async def _run(
             return list(await asyncio.gather(*jobs))
         finally:
             reporter.cancel()
-            _report_format_rejections(clients, log)
+            _report_dropped_fields(clients, log)
     finally:
         await asyncio.gather(*(client.aclose() for client in clients.values()))
 
@@ -111,13 +111,17 @@ class _Progress:
         return f"{self.done}/{self.total} calls done, {rate:.2f}/s, ETA {eta:.0f} s"
 
 
-def _report_format_rejections(clients: Mapping[str, ChatClient], log: Log | None) -> None:
+def _report_dropped_fields(clients: Mapping[str, ChatClient], log: Log | None) -> None:
     for name, client in clients.items():
-        if client.format_rejected is not None and log is not None:
-            log(
-                f"endpoint {name} rejected the structured-output request shape ({client.format_rejected}); "
-                "its requests were sent without response_format. Set its structured_output to the server's flavour."
-            )
+        for field, message in client.dropped.items():
+            if log is not None:
+                log(
+                    f"endpoint {name} rejected the request field {field} ({message}); its requests were sent without "
+                    f"it. {_ADVICE.get(field, '')}".rstrip()
+                )
+
+
+_ADVICE = {"response_format": "Set the endpoint's structured_output to the server's flavour, or to none."}
 
 
 def _raise_if_parked(calls: Sequence[Call], results: Sequence[ChatResult]) -> None:

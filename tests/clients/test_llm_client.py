@@ -9,6 +9,8 @@ import pytest
 
 from pref_assets.clients.llm import ChatClient, ChatRequest, ChatResult
 from pref_assets.clients.retry import RetryPolicy, parse_duration, parse_retry_after, retry_after_seconds
+from pref_assets.clients.runner import run_calls
+from pref_assets.core.calls import Call
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
 
@@ -251,7 +253,7 @@ def test_a_server_that_rejects_the_structured_output_shape_is_asked_in_the_promp
 
     results, client = asyncio.run(go())
     assert all(r.ok and r.attempts == 1 for r in results)
-    assert "response_format" in str(client.format_rejected)
+    assert "response_format" in client.dropped["response_format"]
     assert sum("response_format" in b for b in bodies) >= 1 and len(bodies) <= 6
     assert "response_format" not in bodies[-1]
 
@@ -310,3 +312,25 @@ def test_a_redirect_without_a_body_names_where_it_points() -> None:
     response = httpx.Response(308, headers={"location": "/api/v1/chat/completions"})
     result, _ = _run(lambda r: response)
     assert not result.ok and "redirected to /api/v1/chat/completions" in str(result.error)
+
+
+def test_a_server_that_refuses_seed_gets_requests_without_it_and_the_step_log_says_so() -> None:
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "seed" in body:
+            return httpx.Response(400, json={"error": {"message": "Unsupported parameter: 'seed'"}})
+        return _completion()
+
+    lines: list[str] = []
+    calls = [Call("e", "m", ({"role": "user", "content": "q"},), (("seed", 7), ("temperature", 0.5)))]
+    [result] = run_calls(
+        calls, lambda _: ChatClient("http://x/v1", transport=httpx.MockTransport(handler)), log=lines.append
+    )
+    assert result.ok and result.attempts == 1
+    assert [("seed" in b, b["temperature"]) for b in bodies] == [(True, 0.5), (False, 0.5)]
+    assert lines == [
+        "endpoint e rejected the request field seed (Unsupported parameter: 'seed'); its requests were sent without it."
+    ]

@@ -90,7 +90,7 @@ def test_an_endpoint_that_rejects_structured_output_is_asked_in_the_prompt_only(
     assert all(reason.startswith("judge_unparseable") for reason in ratings["reason"].to_list())
     assert all(j["raw_text"] for row in ratings["judgements"].to_list() for j in row)
     logs = [r.user_message for r in instance.all_logs(result.run_id)]
-    assert any("rejected the structured-output request shape" in m and "structured_output" in m for m in logs)
+    assert any("rejected the request field response_format" in m and "structured_output" in m for m in logs)
 
 
 def _assert_ledger(stage: dict[str, pl.DataFrame]) -> None:
