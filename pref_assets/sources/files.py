@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -90,7 +92,24 @@ def _read_csv(path: Path) -> list[RawRow]:
         frame = pl.read_csv(text.encode("utf-8"), infer_schema=False)
     except pl.exceptions.PolarsError as err:
         raise PromptSourceError(f"{path}: not a readable CSV file: {err}") from err
-    return [RawRow(f"{path}:line {i + 2}", row) for i, row in enumerate(frame.iter_rows(named=True))]
+    header, lines = _csv_layout(text)
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise PromptSourceError(f"{path}:1: column(s) {repeated} appear more than once; rename them")
+    if len(lines) != frame.height:  # a layout the csv module reads differently: number the rows as read
+        lines = [i + 2 for i in range(frame.height)]
+    return [RawRow(f"{path}:line {line}", row) for line, row in zip(lines, frame.iter_rows(named=True), strict=True)]
+
+
+def _csv_layout(text: str) -> tuple[list[str], list[int]]:
+    """Return the header and the line each record starts on (a quoted field may span lines)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    starts, last = [], reader.line_num
+    for _ in reader:
+        starts.append(last + 1)
+        last = reader.line_num
+    return header, starts
 
 
 def _decode(path: Path) -> str:

@@ -95,3 +95,22 @@ def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path: Path) -> None:
     rows = read_files([str(path)], {})
     assert [r.values["instruction"] for r in rows] == texts
     assert [r.source_ref for r in rows] == [f"{path}:1", f"{path}:2", f"{path}:3"]
+
+
+def test_csv_rows_are_numbered_by_the_line_they_start_on(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text('instruction,topic\n"line one\nline two",x\nsecond,y\n\nthird,z\n', encoding="utf-8")
+    rows = read_files([str(path)], {})
+    assert [(r.source_ref, r.values["instruction"]) for r in rows] == [
+        (f"{path}:line 2", "line one\nline two"),
+        (f"{path}:line 4", "second"),
+        (f"{path}:line 5", None),
+        (f"{path}:line 6", "third"),
+    ]
+
+
+def test_a_csv_column_named_twice_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("instruction,topic,instruction\na,b,c\n", encoding="utf-8")
+    with pytest.raises(PromptSourceError, match=r"p\.csv:1: column\(s\) \['instruction'\] appear more than once"):
+        read_files([str(path)], {})
