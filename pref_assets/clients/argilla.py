@@ -17,6 +17,7 @@ import httpx
 
 from pref_assets.clients.retry import RetryPolicy, retry_after_seconds
 from pref_assets.core.records import GUIDELINES, dataset_spec
+from pref_assets.core.secrets import Secrets
 
 CHUNK = 200
 SEARCH_PAGE = 1000
@@ -49,7 +50,8 @@ class ArgillaClient:
     """Talks to ``<url>/api/v1`` with the ``X-Argilla-Api-Key`` header.
 
     Connection errors, 429 and 5xx are retried by ``retry``; 409 (already exists) and other 4xx are not.
-    ``key_name`` names where the key came from in error messages; the key itself never appears.
+    ``key_name`` names where the key came from in error messages; the key itself never appears: it and the
+    bearer token are masked in everything read from the server (answers and errors), before any cut.
     ``bearer`` is sent as ``Authorization: Bearer``: a Hugging Face token, for a private Space.
     """
 
@@ -73,6 +75,8 @@ class ArgillaClient:
             transport=transport,
         )
         self._retry = retry or RetryPolicy()
+        self._secrets = Secrets.of(api_key, bearer)
+        self._timeout = timeout
         self._chunk_size = chunk_size
         self._key_name = key_name
         self.url = url
@@ -94,7 +98,7 @@ class ArgillaClient:
         response = self._send(method, path, kwargs)
         if response.status_code >= 400:
             raise self._error(f"{method} /api/v1/{path}", response)
-        return response.json() if response.content else None
+        return json.loads(self._secrets.mask(response.text)) if response.content else None
 
     def _error(self, call: str, response: httpx.Response) -> ArgillaError:
         code = response.status_code
@@ -103,7 +107,7 @@ class ArgillaClient:
         if code == 403:
             refused = f"Argilla at {self.url} refused {call} for the user of {self._key_name} (HTTP 403)"
             return ArgillaError(f"{refused}: use an owner or admin key", code)
-        detail = response.text[:500]
+        detail = self._secrets.cut(response.text, 500)
         return ArgillaError(f"Argilla at {self.url}: {call}: HTTP {code}: {detail}", code, detail)
 
     def _send(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
@@ -113,7 +117,8 @@ class ArgillaClient:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as err:
                 if attempt >= self._retry.max_attempts:
-                    raise self._unreachable(err, attempt) from err
+                    # not chained: a transport error may quote what the server sent (the reason is masked)
+                    raise self._unreachable(err, attempt) from None
                 retry_after = None
             else:
                 if attempt >= self._retry.max_attempts or not self._retryable(response.status_code):
@@ -123,7 +128,12 @@ class ArgillaClient:
             attempt += 1
 
     def _unreachable(self, err: httpx.TransportError, attempts: int) -> ArgillaError:
-        reason = f"{type(err).__name__}: {err}"
+        if isinstance(err, httpx.TimeoutException):
+            return ArgillaError(
+                f"Argilla at {self.url} timed out: no answer within {self._timeout:g} s ({type(err).__name__}; "
+                f"{attempts} attempts); raise argilla.timeout_s if the server is slow"
+            )
+        reason = self._secrets.mask(f"{type(err).__name__}: {err}")
         return ArgillaError(f"Argilla at {self.url} is unreachable ({reason}; {attempts} attempts)")
 
     def _retryable(self, status_code: int) -> bool:

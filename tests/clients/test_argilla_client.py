@@ -351,3 +351,66 @@ def test_push_records_marks_each_row() -> None:
     assert [r["pushed"] for r in marked] == [True, False, True, False]
     assert marked[1]["push_error"].startswith("HTTP 422") and marked[3]["push_error"] is None
     assert summary == f"pushed 2 of 3 records to {URL} dataset argilla/review"
+
+
+BEARER = "hf_argillaSpaceBearer0123456789"
+
+
+def _echo_headers(status: int, *, padding: int = 0, lower: bool = False) -> Any:
+    """A server that answers with the request's headers in its body (as some proxies and debug servers do)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        echoed = "; ".join(f"{k}: {v}" for k, v in request.headers.items())
+        echoed = echoed.lower() if lower else echoed
+        body = {"detail": "x" * padding + echoed, "items": [{"id": "ws1", "name": echoed}]}
+        return httpx.Response(status, json=body)
+
+    return handler
+
+
+@pytest.mark.parametrize("lower", [False, True])
+def test_an_error_echoing_the_headers_never_shows_the_key_or_the_bearer(lower: bool) -> None:
+    with pytest.raises(ArgillaError) as caught:
+        _client(_echo_headers(400, lower=lower), bearer=BEARER).request("GET", "me/workspaces")
+    message = f"{caught.value} {caught.value.detail}"
+    assert "HTTP 400" in message and "x-argilla-api-key: ***" in message.lower()
+    for secret in (KEY, BEARER):
+        assert secret.lower() not in message.lower()
+
+
+def test_a_key_straddling_the_cut_of_an_error_leaves_no_prefix() -> None:
+    # the key starts a few characters before the 500-character cut of the detail
+    echoed = f'{{"detail": "{{}}x-argilla-api-key: {KEY}"}}'
+    padding = 500 - len('{"detail": "') - len("x-argilla-api-key: ") - 6
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, text=echoed.replace("{}", "x" * padding, 1))
+
+    with pytest.raises(ArgillaError) as caught:
+        _client(handler).request("GET", "me/workspaces")
+    assert KEY[:6] not in str(caught.value) and "x-argilla-api-key: ***" in str(caught.value)
+
+
+def test_an_answer_echoing_the_headers_is_read_with_the_key_masked() -> None:
+    items = _client(_echo_headers(200)).request("GET", "me/workspaces")["items"]
+    assert KEY not in items[0]["name"] and "x-argilla-api-key: ***" in items[0]["name"]
+
+
+def test_a_slow_server_is_said_to_time_out_naming_the_url_and_the_timeout() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(ArgillaError) as caught:
+        _client(slow, timeout=2.5).request("GET", "me/workspaces")
+    assert str(caught.value).startswith(f"Argilla at {URL} timed out: no answer within 2.5 s (ReadTimeout")
+    assert "unreachable" not in str(caught.value)
+
+
+def test_a_transport_error_quoting_the_server_is_masked_and_not_chained() -> None:
+    def garbled(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError(f"illegal status line: b'HTTP/1.1 {KEY}'", request=request)
+
+    with pytest.raises(ArgillaError) as caught:
+        _client(garbled).request("GET", "me/workspaces")
+    assert KEY not in str(caught.value) and "***" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
