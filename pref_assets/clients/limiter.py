@@ -4,6 +4,13 @@ It paces requests to a requests-per-minute and a tokens-per-minute budget (confi
 ``x-ratelimit-*`` headers), pauses everyone when a server says ``Retry-After``, adapts concurrency
 AIMD-style (halve on 429, grow by about one per window of successes), and opens a circuit breaker
 after sustained failure so that callers fail fast instead of spinning.
+
+The breaker tells an unreachable endpoint from requests that fail on their own. Attempts that cannot reach
+the server (connection refused or timed out, unknown host) count one by one: ``breaker_threshold`` in a row
+park the endpoint. Failures that reached the server (5xx, read timeouts, unreadable answers) count once per
+request, and only for requests first sent after the last success: a request that always fails is a problem of
+that request, not of the endpoint. When ``breaker_threshold`` different requests failed that way, a health
+probe (a minimal request, supplied by the client) decides: an answer counts as a success, a failure parks.
 """
 
 from __future__ import annotations
@@ -11,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 Clock = Callable[[], float]
+Probe = Callable[[], Awaitable[str | None]]
+"""A health check of an endpoint: None when it answered, else what went wrong (naming the endpoint)."""
 
 
 class CircuitOpenError(RuntimeError):
-    """The endpoint failed too often in a row; it is parked."""
+    """The endpoint could not be reached, or failed for many requests and a health probe; it is parked."""
 
 
 @dataclass
@@ -82,12 +91,17 @@ class Limiter:
     in_flight: int = field(default=0, init=False)
     paused_until: float = field(default=0.0, init=False)
     failures_in_row: int = field(default=0, init=False)
+    failed_requests: set[Hashable] = field(default_factory=set, init=False)
+    successes: int = field(default=0, init=False)
+    probes: int = field(default=0, init=False)
     open_until: float = field(default=0.0, init=False)
+    park_reason: str = field(default="", init=False)
     last_cut: float = field(default=-1e9, init=False)
     rate_limited: int = field(default=0, init=False)
     last_error: str = field(default="", init=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
     _waiters: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
+    _probing: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         now = self.clock()
@@ -145,11 +159,13 @@ class Limiter:
 
     async def _pace(self, estimated_tokens: int) -> None:
         while True:
+            probing = self._running_probe()
+            if probing is not None:  # hold new attempts until the endpoint has answered the probe
+                await asyncio.wait({probing})
+                continue
             now = self.clock()
             if now < self.open_until:
-                raise CircuitOpenError(
-                    f"endpoint parked after {self.failures_in_row} failed attempts in a row; last: {self.last_error}"
-                )
+                raise CircuitOpenError(self.park_reason)
             wait = max(
                 self.paused_until - now,
                 self.requests.wait_time(1, now),
@@ -163,7 +179,7 @@ class Limiter:
 
     def record_success(self, used_tokens: int, estimated_tokens: int, headers: Mapping[str, str]) -> None:
         """Grow the window, close the breaker, settle the token estimate, learn header limits."""
-        self.failures_in_row = 0
+        self._reset()
         self.window = min(float(self.max_concurrency), self.window + 1.0 / max(self.window, 1.0))
         self.tokens.take(used_tokens - estimated_tokens, self.clock())
         self._learn(headers)
@@ -180,12 +196,56 @@ class Limiter:
             self.paused_until = max(self.paused_until, now + retry_after)
         self._learn(headers)
 
-    def record_failure(self, error: str) -> None:
-        """Count a failed attempt; open the breaker after ``breaker_threshold`` in a row."""
+    def record_unreachable(self, error: str) -> None:
+        """Count an attempt that could not reach the server; park after ``breaker_threshold`` in a row."""
         self.failures_in_row += 1
         self.last_error = error
         if self.failures_in_row >= self.breaker_threshold:
-            self.open_until = self.clock() + self.breaker_cooldown
+            self._park(f"endpoint parked after {self.failures_in_row} failed attempts in a row; last: {error}")
+
+    def record_failure(self, error: str, *, request: Hashable, since: int, probe: Probe | None = None) -> None:
+        """Count a failed attempt that reached the server: once per ``request``, and only when no success came
+        since its first attempt (``since`` is ``successes`` at that moment). At ``breaker_threshold`` such
+        requests ``probe`` runs (one at a time; new attempts wait for it); without a probe the endpoint parks."""
+        self.last_error = error
+        if since != self.successes or self._running_probe() is not None:
+            return
+        self.failed_requests.add(request)
+        failed = len(self.failed_requests)
+        if failed < self.breaker_threshold:
+            return
+        if probe is None:
+            self._park(f"endpoint parked after {failed} different requests failed in a row; last: {error}")
+        else:
+            self._probing = asyncio.get_running_loop().create_task(self._probe(probe, failed))
+
+    async def _probe(self, probe: Probe, failed: int) -> None:
+        self.probes += 1
+        problem = await probe()
+        if problem is None:
+            self._reset()
+        else:
+            self._park(
+                f"endpoint parked after {failed} different requests failed in a row and {problem}; "
+                f"last: {self.last_error}"
+            )
+
+    def _running_probe(self) -> asyncio.Task[None] | None:
+        """Return the probe in progress on the running event loop, if any."""
+        task = self._probing
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            return None
+        return task
+
+    def _reset(self) -> None:
+        """The endpoint answered: clear both failure counts."""
+        self.successes += 1
+        self.failures_in_row = 0
+        self.failed_requests.clear()
+
+    def _park(self, reason: str) -> None:
+        self.park_reason = reason
+        self.open_until = self.clock() + self.breaker_cooldown
 
     def _learn(self, headers: Mapping[str, str]) -> None:
         now = self.clock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import re
@@ -17,7 +18,12 @@ import httpx
 from pref_assets.clients.cache import RequestCache, request_key
 from pref_assets.clients.limiter import CircuitOpenError, Limiter
 from pref_assets.clients.retry import RetryPolicy, retry_after_seconds
-from pref_assets.clients.transport import KeepAliveTransport
+from pref_assets.clients.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    KeepAliveTransport,
+    ResponseTooLargeError,
+    check_size,
+)
 from pref_assets.core.text import encodable, encodable_values
 
 HTTP_ERROR = "http_error"
@@ -27,8 +33,11 @@ BAD_RESPONSE = "bad_response"
 INVALID_REQUEST = "invalid_request"
 CIRCUIT_OPEN = "circuit_open"
 REFUSED = "budget_exhausted"
+RESPONSE_TOO_LARGE = "response_too_large"
+PROBE_MESSAGES = ({"role": "user", "content": "Say OK."},)
 Admit = Callable[[], str | None]
 USER_AGENT = "pref-assets"
+_SIZE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 # Fields a request can go without, and the words by which a server's 400/422 names each: without
 # response_format the judge is asked in the prompt only (its parser reads JSON and free text); without seed a
 # re-ask is just another sample.
@@ -94,13 +103,17 @@ class ChatClient:
         cache: RequestCache | None = None,
         endpoint_id: str | None = None,
         limiter: Limiter | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        self._transport = transport or default_transport(base_url, max_concurrency)
+        self._transport = transport or default_transport(base_url, max_concurrency, max_response_bytes)
+        self._max_body = max_response_bytes
         self._url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
         self._headers = _headers(api_key)
         self._secret = (api_key or "").strip()
         self._extensions = {"timeout": (timeout or httpx.Timeout(120.0, connect=10.0)).as_dict()}
         self._limiter = limiter or Limiter(max_concurrency=max_concurrency)
+        # the longest a request waited for its turn (the limiter's window, pacing, a probe), in seconds
+        self.longest_wait = 0.0
         self._retry = retry or RetryPolicy()
         self._cache = cache
         self._endpoint_id = endpoint_id or base_url
@@ -144,14 +157,19 @@ class ChatClient:
         started = time.perf_counter()
         others = limited = 0
         estimate = estimate_tokens(request)
+        ticket = _Ticket(request.model)
         while True:
             try:
+                queued = time.perf_counter()
                 async with self._limiter.slot(estimate):
+                    self.longest_wait = max(self.longest_wait, time.perf_counter() - queued)
                     refusal = admit() if admit is not None else None
                     if refusal is not None:
                         return _Outcome.failed(REFUSED, refusal, retryable=False).result(0.0, others + limited)
+                    if ticket.since is None:
+                        ticket.since = self._limiter.successes
                     outcome = await self._attempt(request)
-                    self._report(outcome, estimate)
+                    self._report(outcome, estimate, ticket)
             except CircuitOpenError as err:
                 outcome = _Outcome.failed(CIRCUIT_OPEN, str(err), retryable=False)
             limited += outcome.status == 429
@@ -161,13 +179,24 @@ class ChatClient:
                 return outcome.result(time.perf_counter() - started, others + limited)
             await asyncio.sleep(self._retry.delay(others + limited, outcome.retry_after))
 
-    def _report(self, outcome: _Outcome, estimate: int) -> None:
+    def _report(self, outcome: _Outcome, estimate: int, ticket: _Ticket) -> None:
         if outcome.error_kind is None:
             self._limiter.record_success(sum(outcome.usage), estimate, outcome.headers)
         elif outcome.status == 429:
             self._limiter.record_rate_limited(outcome.retry_after, outcome.headers)
+        elif outcome.unreachable:
+            self._limiter.record_unreachable(str(outcome.error))
         elif outcome.retryable:
-            self._limiter.record_failure(str(outcome.error))
+            probe = functools.partial(self.probe, ticket.model)
+            self._limiter.record_failure(str(outcome.error), request=ticket, since=ticket.since or 0, probe=probe)
+
+    async def probe(self, model: str) -> str | None:
+        """Ask the endpoint a minimal question (one token; outside the limiter, never cached) and return None if it
+        answered 2xx, else what went wrong, naming the endpoint."""
+        outcome = await self._attempt(ChatRequest(model, PROBE_MESSAGES, {"max_tokens": 1}))
+        if outcome.error_kind is None or 200 <= outcome.status < 300:
+            return None
+        return f"a health probe to {self._url} (model {model}) failed too: {outcome.error}"
 
     async def _attempt(self, request: ChatRequest) -> _Outcome:
         outcome = await self._exchange(request)
@@ -182,12 +211,16 @@ class ChatClient:
             body.pop(name, None)
         try:
             response = await self._post(body)
+        except ResponseTooLargeError as err:  # the same request would get the same answer
+            return _Outcome.failed(RESPONSE_TOO_LARGE, str(err), retryable=False)
         except httpx.TimeoutException as err:
-            return _Outcome.failed(TIMEOUT, f"{type(err).__name__}: no answer in time", retryable=True)
+            failed = _Outcome.failed(TIMEOUT, f"{type(err).__name__}: no answer in time", retryable=True)
+            return replace(failed, unreachable=isinstance(err, httpx.ConnectTimeout))
         except httpx.LocalProtocolError as err:  # the request cannot be written as it is; sending again won't help
             return _Outcome.failed(INVALID_REQUEST, f"{type(err).__name__}: {err}", retryable=False)
         except httpx.TransportError as err:
-            return _Outcome.failed(CONNECTION_ERROR, f"{type(err).__name__}: {err}", retryable=True)
+            failed = _Outcome.failed(CONNECTION_ERROR, f"{type(err).__name__}: {err}", retryable=True)
+            return replace(failed, unreachable=isinstance(err, httpx.ConnectError))
         if response.status_code != 200:
             message = _error_message(response)
             rejected = _rejected_optional_field(body, response.status_code, message)
@@ -213,10 +246,21 @@ class ChatClient:
         request = httpx.Request("POST", self._url, headers=self._headers, content=content, extensions=self._extensions)
         response = await self._transport.handle_async_request(request)
         try:
-            await response.aread()
+            return await _read_capped(response, request, self._max_body)
         finally:
             await response.aclose()
-        return response
+
+
+async def _read_capped(response: httpx.Response, request: httpx.Request, limit: int) -> httpx.Response:
+    """Read the body of ``response``, at most ``limit`` bytes (decoded): any transport, any proxy."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        check_size(size, limit)
+        chunks.append(chunk)
+    # the body is decoded: headers about its encoding or length no longer apply
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _SIZE_HEADERS]
+    return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks), request=request)
 
 
 def _rejected_optional_field(body: dict[str, Any], status: int, message: str) -> str | None:
@@ -226,12 +270,14 @@ def _rejected_optional_field(body: dict[str, Any], status: int, message: str) ->
     return next((name for name, words in _OPTIONAL_FIELDS.items() if name in body and words.search(message)), None)
 
 
-def default_transport(base_url: str, max_connections: int) -> httpx.AsyncBaseTransport:
+def default_transport(
+    base_url: str, max_connections: int, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+) -> httpx.AsyncBaseTransport:
     """Return the lean keep-alive transport, or httpx's own (with the proxy) when the environment sets a
-    proxy for ``base_url``."""
+    proxy for ``base_url``; the client caps the body of either at ``max_response_bytes``."""
     proxy = _environment_proxy(httpx.URL(base_url))
     if proxy is None:
-        return KeepAliveTransport(max_connections=max_connections)
+        return KeepAliveTransport(max_connections=max_connections, max_response_bytes=max_response_bytes)
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     try:
         return httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
@@ -253,6 +299,7 @@ class _Outcome:
     retry_after: float | None = None
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    unreachable: bool = False  # the server was not reached (connection refused or timed out, unknown host)
 
     @classmethod
     def failed(cls, kind: str, message: str, *, retryable: bool, retry_after: float | None = None) -> _Outcome:
@@ -269,6 +316,14 @@ class _Outcome:
             error_kind=self.error_kind,
             error=self.error,
         )
+
+
+@dataclass(eq=False, slots=True)
+class _Ticket:
+    """One request as the breaker sees it: its model (for a probe) and the success count at its first attempt."""
+
+    model: str
+    since: int | None = None
 
 
 def estimate_tokens(request: ChatRequest) -> int:

@@ -6,7 +6,8 @@ transport keeps idle connections per origin in a stack (no pool scan), writes th
 parses the response head itself. It speaks HTTP/1.1 with Content-Length, chunked or close-delimited bodies,
 TLS, and httpx's connect/read/write/pool timeouts, and it raises httpx's own exceptions, so the client above
 it cannot tell the difference. No proxies, no HTTP/2: ``ChatClient`` keeps httpx's default transport when a
-proxy is configured in the environment.
+proxy is configured in the environment. A response body longer than ``max_response_bytes`` is not read
+further: the connection is dropped and ``ResponseTooLargeError`` raised.
 """
 
 from __future__ import annotations
@@ -23,8 +24,24 @@ import certifi
 import httpx
 
 _HEAD_LIMIT = 1 << 20
+_READ_SIZE = 1 << 16
+DEFAULT_MAX_RESPONSE_BYTES = 8 << 20
 _NO_BODY_STATUS = {204, 304}
 _Origin = tuple[str, str, int]
+
+
+class ResponseTooLargeError(Exception):
+    """A response body was longer than the limit; it was not read to the end (and retrying will not shrink it)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the response body is larger than max_response_bytes ({limit} bytes); reading stopped")
+        self.limit = limit
+
+
+def check_size(size: int, limit: int | None) -> None:
+    """Raise ``ResponseTooLargeError`` when ``size`` bytes are over ``limit`` (None: no limit)."""
+    if limit is not None and size > limit:
+        raise ResponseTooLargeError(limit)
 
 
 @dataclass(slots=True)
@@ -73,10 +90,17 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     response read) is replaced by a fresh one once, as keep-alive clients do.
     """
 
-    def __init__(self, *, max_connections: int = 100, verify: ssl.SSLContext | bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        verify: ssl.SSLContext | bool = True,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
         """``verify``: an SSL context; True: SSL_CERT_FILE / SSL_CERT_DIR when set, else certifi (as httpx);
-        False: no verification."""
+        False: no verification. ``max_response_bytes``: the longest body read (None: no limit)."""
         self._origins = _Origins(max_connections)
+        self._max_body = max_response_bytes
         self._verify = verify
         self._ssl: ssl.SSLContext | None = None
 
@@ -186,7 +210,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                     raise _StaleConnection(f"the server closed the connection: {err!r}") from err
                 raise _transport_error(err) from err
             try:
-                body, delimited = await _read_body(conn.reader, head, method)
+                body, delimited = await _read_body(conn.reader, head, method, self._max_body)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
                 raise httpx.ReadError(f"the connection broke in the response body: {err!r}") from err
         return head, body, delimited and _keeps_alive(head)
@@ -221,22 +245,33 @@ def _parse_head(raw: bytes) -> _Head:
     return _Head(int(parts[1]), headers, parts[0] == b"HTTP/1.0")
 
 
-async def _read_body(reader: asyncio.StreamReader, head: _Head, method: str) -> tuple[bytes, bool]:
-    """Return the body and whether its end was delimited (so the connection can carry another request)."""
+async def _read_body(reader: asyncio.StreamReader, head: _Head, method: str, limit: int | None) -> tuple[bytes, bool]:
+    """Return the body and whether its end was delimited (so the connection can carry another request); a body
+    over ``limit`` bytes raises ``ResponseTooLargeError`` before more of it is read."""
     if method == "HEAD" or head.status in _NO_BODY_STATUS:
         return b"", True
     if b"chunked" in (head.header(b"transfer-encoding") or b"").lower():
-        return await _read_chunked(reader), True
+        return await _read_chunked(reader, limit), True
     length = head.header(b"content-length")
     if length is None:
-        return await reader.read(), False
+        return await _read_to_end(reader, limit), False
     if not length.isdigit():
         raise httpx.RemoteProtocolError(f"bad Content-Length: {length[:40]!r}")
+    check_size(int(length), limit)
     return await reader.readexactly(int(length)), True
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    chunks = []
+async def _read_to_end(reader: asyncio.StreamReader, limit: int | None) -> bytes:
+    chunks, size = [], 0
+    while chunk := await reader.read(_READ_SIZE):
+        size += len(chunk)
+        check_size(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_chunked(reader: asyncio.StreamReader, limit: int | None) -> bytes:
+    chunks, received = [], 0
     while True:
         size_line = (await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip()
         try:
@@ -247,6 +282,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             while await reader.readuntil(b"\r\n") != b"\r\n":
                 pass
             return b"".join(chunks)
+        received += size
+        check_size(received, limit)
         chunks.append(await reader.readexactly(size))
         await reader.readexactly(2)
 

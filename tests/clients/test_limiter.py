@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -70,16 +71,16 @@ def test_configured_limits_win_over_headers() -> None:
     assert limiter.requests.rate == pytest.approx(1.0)
 
 
-def test_breaker_opens_after_sustained_failure_and_success_resets_it() -> None:
+def test_breaker_opens_after_unreachable_attempts_in_a_row_and_success_resets_it() -> None:
     clock = Clock()
     limiter = Limiter(max_concurrency=2, breaker_threshold=3, breaker_cooldown=10, clock=clock)
-    limiter.record_failure("boom")
-    limiter.record_failure("boom")
+    limiter.record_unreachable("refused")
+    limiter.record_unreachable("refused")
     limiter.record_success(0, 0, {})
-    limiter.record_failure("boom")
-    limiter.record_failure("boom")
+    limiter.record_unreachable("refused")
+    limiter.record_unreachable("refused")
     assert limiter.open_until == 0
-    limiter.record_failure("boom")
+    limiter.record_unreachable("refused")
     with pytest.raises(CircuitOpenError):
         asyncio.run(take_slot(limiter))
     assert limiter.in_flight == 0
@@ -90,6 +91,87 @@ def test_breaker_opens_after_sustained_failure_and_success_resets_it() -> None:
 async def take_slot(limiter: Limiter) -> None:
     async with limiter.slot(1):
         pass
+
+
+def test_a_request_that_keeps_failing_counts_once_however_often_it_is_retried() -> None:
+    limiter = Limiter(max_concurrency=2, breaker_threshold=3, clock=Clock())
+    poison = object()
+    for _ in range(10):
+        limiter.record_failure("HTTP 500: poison", request=poison, since=0)
+    assert limiter.failed_requests == {poison} and limiter.open_until == 0
+    asyncio.run(take_slot(limiter))
+
+
+def test_failures_of_requests_first_sent_before_the_last_success_do_not_count() -> None:
+    limiter = Limiter(max_concurrency=2, breaker_threshold=2, clock=Clock())
+    since = limiter.successes
+    limiter.record_success(0, 0, {})
+    for _ in range(5):
+        limiter.record_failure("HTTP 500: old", request=object(), since=since)
+    assert not limiter.failed_requests and limiter.open_until == 0
+    limiter.record_failure("HTTP 500: new", request=object(), since=limiter.successes)
+    assert len(limiter.failed_requests) == 1
+
+
+def test_different_failing_requests_without_a_probe_park_the_endpoint() -> None:
+    clock = Clock()
+    limiter = Limiter(max_concurrency=2, breaker_threshold=3, breaker_cooldown=10, clock=clock)
+    for i in range(3):
+        limiter.record_failure(f"HTTP 503: down {i}", request=i, since=0)
+    assert limiter.open_until == clock.now + 10
+    with pytest.raises(CircuitOpenError, match=r"parked after 3 different requests failed in a row; last: HTTP 503"):
+        asyncio.run(take_slot(limiter))
+
+
+def test_one_probe_decides_and_an_answering_endpoint_is_not_parked() -> None:
+    clock = Clock()
+    limiter = Limiter(max_concurrency=4, breaker_threshold=3, breaker_cooldown=10, clock=clock)
+    answered = asyncio.Event()
+    sent: list[str] = []
+
+    async def probe() -> str | None:
+        await answered.wait()
+        return None
+
+    async def attempt(name: str) -> None:
+        async with limiter.slot(1):
+            sent.append(name)
+
+    async def go() -> None:
+        for i in range(6):  # the third different request starts the probe; the rest neither count nor probe again
+            limiter.record_failure("HTTP 500: x", request=i, since=0, probe=probe)
+        waiting = asyncio.create_task(attempt("held"))
+        await asyncio.sleep(0.01)
+        assert sent == [] and limiter.probes == 1  # new attempts wait for the probe's answer
+        answered.set()
+        await waiting
+
+    asyncio.run(go())
+    assert sent == ["held"] and limiter.probes == 1 and limiter.open_until == 0
+    assert limiter.successes == 1 and not limiter.failed_requests and limiter.failures_in_row == 0
+
+
+def test_a_failed_probe_parks_the_endpoint_naming_the_probe_and_the_last_error() -> None:
+    clock = Clock()
+    limiter = Limiter(max_concurrency=4, breaker_threshold=2, breaker_cooldown=10, clock=clock)
+
+    async def probe() -> str | None:
+        return "a health probe to http://llm.test/v1/chat/completions (model m) failed too: HTTP 500: down"
+
+    async def go() -> None:
+        limiter.record_failure("HTTP 500: a", request="a", since=0, probe=probe)
+        limiter.record_failure("HTTP 500: b", request="b", since=0, probe=probe)
+        with pytest.raises(CircuitOpenError) as raised:
+            await take_slot(limiter)
+        assert str(raised.value) == (
+            "endpoint parked after 2 different requests failed in a row and a health probe to "
+            "http://llm.test/v1/chat/completions (model m) failed too: HTTP 500: down; last: HTTP 500: b"
+        )
+        clock.now += 11
+        await take_slot(limiter)
+
+    asyncio.run(go())
+    assert limiter.probes == 1
 
 
 def test_shared_limiter_is_one_per_endpoint_and_settings() -> None:
@@ -189,6 +271,68 @@ def test_dead_endpoint_parks_instead_of_spinning() -> None:
     ):
         run_calls(calls, client_for)
     assert sent < 20
+
+
+OK_BODY = {"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]}
+
+
+def poison_server(poisoned: set[str], seen: list[str]) -> httpx.MockTransport:
+    """Answer every request, except that a body whose prompt is in ``poisoned`` always gets HTTP 500."""
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.002)
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        seen.append(prompt)
+        if prompt in poisoned:
+            return httpx.Response(500, json={"error": {"message": f"cannot digest {prompt}"}})
+        return httpx.Response(200, json=OK_BODY)
+
+    return httpx.MockTransport(answer)
+
+
+def test_requests_that_always_fail_fail_only_their_rows_and_do_not_park_the_endpoint() -> None:
+    poisoned = {"p3", "p40", "p77"}
+    seen: list[str] = []
+    limiter = Limiter(max_concurrency=16, breaker_threshold=5, breaker_cooldown=60)
+    policy = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.002)
+
+    def client_for(name: str) -> ChatClient:
+        return ChatClient("http://llm.test/v1", transport=poison_server(poisoned, seen), retry=policy, limiter=limiter)
+
+    calls = [Call("e", "m", ({"role": "user", "content": f"p{i}"},)) for i in range(100)]
+    results = run_calls(calls, client_for)  # 12 failed attempts, the last ones with nothing else in flight
+    failed = {c.messages[0]["content"]: r for c, r in zip(calls, results, strict=True) if not r.ok}
+    assert set(failed) == poisoned
+    assert all(r.error_kind == "http_error" and r.error == f"HTTP 500: cannot digest {p}" for p, r in failed.items())
+    assert all(seen.count(p) == 4 for p in poisoned)
+
+    # A rerun sends only requests that fail, more of them than the threshold: one probe shows the endpoint works.
+    poisoned |= {f"q{i}" for i in range(7)}
+    seen.clear()
+    rerun = [Call("e", "m", ({"role": "user", "content": p},)) for p in sorted(poisoned)]
+    results = run_calls(rerun, client_for)
+    assert all(r.error_kind == "http_error" for r in results)
+    assert limiter.probes == 1 and seen.count("Say OK.") == 1
+
+
+def test_an_endpoint_failing_every_request_is_parked_once_a_probe_fails_too() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json={"error": {"message": "overloaded"}})
+
+    limiter = Limiter(max_concurrency=4, breaker_threshold=6, breaker_cooldown=60)
+    policy = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.002)
+
+    def client_for(name: str) -> ChatClient:
+        return ChatClient("http://llm.test/v1", transport=httpx.MockTransport(down), retry=policy, limiter=limiter)
+
+    calls = [Call("e", "m", ({"role": "user", "content": str(i)},)) for i in range(40)]
+    with pytest.raises(EndpointParkedError) as raised:
+        run_calls(calls, client_for)
+    assert (
+        "endpoint(s) e: endpoint parked after 6 different requests failed in a row and a health probe to "
+        "http://llm.test/v1/chat/completions (model m) failed too: HTTP 503: overloaded; last: HTTP 503: overloaded"
+    ) in str(raised.value)
+    assert limiter.probes == 1
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
