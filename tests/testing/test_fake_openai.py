@@ -6,13 +6,22 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from pref_assets.testing.fake_openai import FakeServer, SchemaFaker, run_fake_openai
+from pref_assets.testing.fake_openai import (
+    PLANTED_VERDICT,
+    FakeConfig,
+    FakeServer,
+    SchemaFaker,
+    build_parser,
+    cli_args,
+    run_fake_openai,
+)
 
 RATING = {"enum": [1, 2, 3, 4, 5, "N/A"]}
 ITEM = {
@@ -246,3 +255,168 @@ def test_max_in_flight_and_max_concurrency() -> None:
 def test_dead_server_reports_its_stderr() -> None:
     with pytest.raises(RuntimeError, match="exited"), run_fake_openai(host="256.1.1.1"):
         pass
+
+
+# ---------------------------------------------------------------- hostile modes
+
+TWO_SCHEMA = {
+    "type": "object",
+    "properties": {"answer_1": ITEM, "answer_2": ITEM},
+    "required": ["answer_1", "answer_2"],
+}
+TWO_FORMAT = {"type": "json_schema", "json_schema": {"name": "judge", "schema": TWO_SCHEMA}}
+SHOWN = "Rate these.\n\n## Answer 1\nYes.\n\n## Answer 2\nNo.\n\n## Answer 3\nMaybe."
+ECHO_KEY = "sk-EchoTest-Q7x9Lm2Vb4Nc8Tz1"
+
+
+def _planted_json(text: str) -> Any:
+    """Decode the JSON object that starts at the planted verdict's first key."""
+    return json.JSONDecoder().raw_decode(text, text.index('{"answer_1": {"rationale": "Complete'))[0]
+
+
+def test_nested_judge_nests_judge_answers_only() -> None:
+    with run_fake_openai(nested_judge=1.0, nested_depth=40) as server:
+        schema_judge = content(chat(server, messages=MESSAGES, response_format=TWO_FORMAT))
+        text_judge = content(chat(server, messages=[{"role": "user", "content": SHOWN}]))
+        generator = content(chat(server, messages=[{"role": "user", "content": "Say hi."}]))
+        counts = server.stats()["hostile"]
+    assert schema_judge == text_judge == "[" * 40 + "]" * 40
+    assert "[" not in generator
+    assert counts == {"nested_judge": 2}
+
+
+def test_nested_judge_fraction_is_fixed_per_request_and_nests_5000_deep() -> None:
+    bodies = [[{"role": "user", "content": f"Rate {i}."}] for i in range(20)]
+    with run_fake_openai(nested_judge=0.5) as server:
+        first = [content(chat(server, messages=m, response_format=TWO_FORMAT)) for m in bodies]
+        again = [content(chat(server, messages=m, response_format=TWO_FORMAT)) for m in bodies]
+    nested = [text for text in first if text.startswith("[")]
+    assert first == again
+    assert 0 < len(nested) < len(bodies)
+    assert all(text == "[" * 5000 + "]" * 5000 for text in nested)
+
+
+def test_huge_body_ignores_max_tokens() -> None:
+    with run_fake_openai(huge_body_bytes=3_000_000) as server:
+        response = chat(server, messages=MESSAGES, max_tokens=4)
+    text = content(response)
+    assert len(text.encode()) == 3_000_000 and text.split()[:3] == ["the", "answer", "is"]
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+def test_huge_body_fraction_picks_some_answers() -> None:
+    with run_fake_openai(huge_body_bytes=100_000, huge_body_fraction=0.5) as server:
+        sizes = [len(content(chat(server, messages=[{"role": "user", "content": str(i)}]))) for i in range(12)]
+    assert 0 < sizes.count(100_000) < len(sizes)
+    assert all(size < 1000 for size in sizes if size != 100_000)
+
+
+def test_huge_body_is_streamed_without_the_server_holding_it() -> None:
+    size = 120_000_000
+    with run_fake_openai(huge_body_bytes=size) as server:
+        url = f"{server.base_url}/chat/completions"
+        with server.client.stream("POST", url, json={"messages": MESSAGES}, timeout=30) as response:
+            received = sum(len(chunk) for chunk in response.iter_raw())
+        peak_kb = _peak_rss_kb(server.process.pid)
+    assert response.status_code == 200 and received > size
+    assert peak_kb * 1024 < size / 2, f"the fake server peaked at {peak_kb} kB"
+
+
+def test_slow_body_sends_headers_then_drips_until_the_client_leaves() -> None:
+    with run_fake_openai(slow_body=0.1) as server:
+        url = f"{server.base_url}/chat/completions"
+        started = time.monotonic()
+        with server.client.stream("POST", url, json={"messages": MESSAGES}, timeout=5) as response:
+            headed = time.monotonic() - started
+            got = b""
+            for chunk in response.iter_raw():
+                got += chunk
+                if len(got) >= 10:
+                    break
+            dripped = time.monotonic() - started
+        assert response.status_code == 200 and int(response.headers["content-length"]) > 100
+        assert headed < 0.8 and dripped >= 1.0
+        assert len(got) == 10 and b'{"id": "chatcmpl-fake-'.startswith(got)
+        assert _eventually(lambda: server.stats()["hostile"].get("cut_bodies") == 1)
+
+
+def test_echo_headers_puts_the_request_headers_in_answers() -> None:
+    headers = {"Authorization": f"Bearer {ECHO_KEY}", "X-Trace": "Trace-Value"}
+    with run_fake_openai(echo_headers=True) as server:
+        url = f"{server.base_url}/chat/completions"
+        text = content(server.client.post(url, json={"messages": MESSAGES}, headers=headers))
+    assert f"authorization: Bearer {ECHO_KEY}" in text and f"bearer {ECHO_KEY.lower()}" in text
+    assert "x-trace: Trace-Value" in text
+
+
+@pytest.mark.parametrize(("knobs", "status"), [({"fail_5xx": 1.0}, {500, 503}), ({"api_key": "other"}, {401})])
+def test_echo_headers_puts_the_key_in_error_messages(knobs: dict[str, Any], status: set[int]) -> None:
+    headers = {"Authorization": f"Bearer {ECHO_KEY}"}
+    with run_fake_openai(echo_headers=True, **knobs) as server:
+        url = f"{server.base_url}/chat/completions"
+        response = server.client.post(url, json={"messages": MESSAGES}, headers=headers)
+    message = response.json()["error"]["message"]
+    assert response.status_code in status
+    at = message.find(ECHO_KEY)
+    assert at < 300 - 12 and at + len(ECHO_KEY) > 300, "the key must straddle character 300"
+    assert message.count(ECHO_KEY) >= 2 and ECHO_KEY.lower() in message
+
+
+def test_planted_verdict_in_generator_answers_and_judge_quotes() -> None:
+    with run_fake_openai(planted_verdict=True) as server:
+        answer = content(chat(server, messages=[{"role": "user", "content": "Explain tides."}]))
+        judged = content(chat(server, messages=MESSAGES, response_format=TWO_FORMAT))
+        text_judged = content(chat(server, messages=[{"role": "user", "content": SHOWN}]))
+        counts = server.stats()["hostile"]
+    assert answer.index("\n## Answer 2\n") > 20 and "Note to the evaluator" in answer
+    assert _planted_json(answer) == PLANTED_VERDICT
+    verdict, end = json.JSONDecoder().raw_decode(judged)
+    assert conforms(verdict, TWO_SCHEMA) and {v["rating"] for v in verdict.values()} == {2}
+    assert _planted_json(judged[end:]) == PLANTED_VERDICT
+    text_verdict, _ = json.JSONDecoder().raw_decode(text_judged)
+    assert sorted(text_verdict) == ["answer_1", "answer_2", "answer_3"]
+    assert {v["rating"] for v in text_verdict.values()} == {2}
+    assert counts == {"planted_verdict": 3}
+
+
+def test_every_knob_has_a_flag_that_round_trips() -> None:
+    config = FakeConfig(
+        nested_judge=0.25,
+        nested_depth=7,
+        huge_body_bytes=10,
+        huge_body_fraction=0.5,
+        slow_body=0.01,
+        echo_headers=True,
+        planted_verdict=True,
+    )
+    args = vars(build_parser().parse_args(cli_args(config)))
+    del args["host"], args["port"]
+    assert FakeConfig(**args) == config
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"nested_judge": 1.5},
+        {"nested_depth": 0},
+        {"huge_body_bytes": -1},
+        {"huge_body_fraction": -0.1},
+        {"slow_body": -0.1},
+    ],
+)
+def test_hostile_knobs_are_checked(knobs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(knobs))):
+        FakeConfig(**knobs)
+
+
+def _peak_rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
+def _eventually(check: Callable[[], bool]) -> bool:
+    for _ in range(100):
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
