@@ -3,16 +3,23 @@
 The key is a hash of the exact request (endpoint identity, model, messages, generation parameters,
 response format) and nothing else, so a rerun sends only the requests that never completed, and
 changing one model's parameters re-sends only that model's calls. Safe for concurrent processes (WAL).
+
+An endpoint called with an API key has its answers in a namespace of that key (a fingerprint of it, never
+the key): a different key, a wrong one included, never reads them. Calls without a key share one namespace.
+The file and the folders it creates are private to the user (0600, 0700) unless ``private`` is False.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+
+from pref_assets.private import make_dirs, restrict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -25,18 +32,24 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
-def request_key(endpoint_id: str, body: dict[str, Any]) -> str:
-    """Return the cache key of one request body sent to one endpoint."""
-    canonical = json.dumps([endpoint_id, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def request_key(endpoint_id: str, body: dict[str, Any], namespace: str = "") -> str:
+    """Return the cache key of one request body sent to one endpoint, in ``namespace`` (a key's fingerprint;
+    "" for calls without a key, whose keys are those of earlier versions)."""
+    parts = [endpoint_id, namespace, body] if namespace else [endpoint_id, body]
+    canonical = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class RequestCache:
     """Stores completed responses by request key."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, private: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent, private=private)
+        if private:
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            for made in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                restrict(made)
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

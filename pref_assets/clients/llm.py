@@ -24,6 +24,7 @@ from pref_assets.clients.transport import (
     ResponseTooLargeError,
     check_size,
 )
+from pref_assets.core.secrets import Secrets, secret_fingerprint
 from pref_assets.core.text import encodable, encodable_values
 
 HTTP_ERROR = "http_error"
@@ -38,6 +39,7 @@ PROBE_MESSAGES = ({"role": "user", "content": "Say OK."},)
 Admit = Callable[[], str | None]
 USER_AGENT = "pref-assets"
 _SIZE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 # Fields a request can go without, and the words by which a server's 400/422 names each: without
 # response_format the judge is asked in the prompt only (its parser reads JSON and free text); without seed a
 # re-ask is just another sample.
@@ -104,12 +106,17 @@ class ChatClient:
         endpoint_id: str | None = None,
         limiter: Limiter | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        secrets: Secrets | None = None,
     ) -> None:
         self._transport = transport or default_transport(base_url, max_concurrency, max_response_bytes)
         self._max_body = max_response_bytes
         self._url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
         self._headers = _headers(api_key)
-        self._secret = (api_key or "").strip()
+        # Every configured secret (this key, and ``secrets``: other keys and tokens) is masked in whatever an
+        # answer or an error brings back, before it is cut, cached, stored or logged.
+        self._secrets = Secrets.of(api_key) + (secrets or Secrets())
+        # Answers cached under one key are never read with another (a wrong key must not pass on cached answers).
+        self._namespace = secret_fingerprint(api_key)
         self._extensions = {"timeout": (timeout or httpx.Timeout(120.0, connect=10.0)).as_dict()}
         self._limiter = limiter or Limiter(max_concurrency=max_concurrency)
         # the longest a request waited for its turn (the limiter's window, pacing, a probe), in seconds
@@ -144,7 +151,7 @@ class ChatClient:
         """
         if self._cache is None:
             return await self._send(request, admit)
-        key = request_key(self._endpoint_id, request.body())
+        key = request_key(self._endpoint_id, request.body(), self._namespace)
         stored = self._cache.get(key)
         if stored is not None:
             return ChatResult(**stored, latency_s=0.0, attempts=0, cached=True)
@@ -200,17 +207,18 @@ class ChatClient:
 
     async def _attempt(self, request: ChatRequest) -> _Outcome:
         outcome = await self._exchange(request)
-        if outcome.error and self._secret and self._secret in outcome.error:
-            # a server that echoes the key ("invalid token sk-...") must not put it in rows, metadata or logs
-            return replace(outcome, error=outcome.error.replace(self._secret, "***"))
-        return outcome
+        if not self._secrets:
+            return outcome
+        # a server that echoes the key ("invalid token sk-...") must not put it in rows, metadata or logs
+        text = self._secrets.mask(outcome.text) if outcome.text else outcome.text
+        return replace(outcome, text=text, error=self._secrets.mask(outcome.error) if outcome.error else None)
 
     async def _exchange(self, request: ChatRequest) -> _Outcome:
         body = request.body()
         for name in self.dropped:
             body.pop(name, None)
         try:
-            response = await self._post(body)
+            response = _masked(await self._post(body), self._secrets)
         except ResponseTooLargeError as err:  # the same request would get the same answer
             return _Outcome.failed(RESPONSE_TOO_LARGE, str(err), retryable=False)
         except httpx.TimeoutException as err:
@@ -225,7 +233,7 @@ class ChatClient:
             message = _error_message(response)
             rejected = _rejected_optional_field(body, response.status_code, message)
             if rejected is not None:
-                self.dropped[rejected] = message.replace(self._secret, "***") if self._secret else message
+                self.dropped[rejected] = self._secrets.mask(message)
                 return await self._exchange(request)
             return replace(
                 _Outcome.failed(
@@ -261,6 +269,20 @@ async def _read_capped(response: httpx.Response, request: httpx.Request, limit: 
     # the body is decoded: headers about its encoding or length no longer apply
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _SIZE_HEADERS]
     return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks), request=request)
+
+
+def _masked(response: httpx.Response, secrets: Secrets) -> httpx.Response:
+    """Return ``response`` with every configured secret in its body masked, before any part of it is read or cut
+    (a server that echoes the request headers must not put the key into answers, errors or the cache)."""
+    if not secrets:
+        return response
+    text = response.content.decode("utf-8", errors="replace")
+    masked = secrets.mask(text)
+    if masked is text:
+        return response
+    # the body is decoded already: headers about its encoding or length no longer apply
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+    return httpx.Response(response.status_code, headers=headers, content=masked.encode())
 
 
 def _rejected_optional_field(body: dict[str, Any], status: int, message: str) -> str | None:

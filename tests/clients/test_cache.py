@@ -80,3 +80,35 @@ def test_failures_are_not_cached(tmp_path: Path) -> None:
     (first, second), sent = _complete_twice(tmp_path, [httpx.Response(500, text="down"), ok])
     assert sent == 2
     assert not first.ok and second.ok and not second.cached
+
+
+def test_a_namespace_changes_the_key_and_no_namespace_keeps_the_old_one() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+    plain = request_key("http://a/v1", body)
+    assert plain == request_key("http://a/v1", body, "")
+    assert plain != request_key("http://a/v1", body, "0123456789abcdef") != request_key("http://a/v1", body, "f" * 16)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_cache_file_and_the_folders_it_creates_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "store" / "cache" / "requests.sqlite"
+    before = _mode(tmp_path)
+    cache = RequestCache(path)
+    cache.put("k", "e", "m", {"text": "x"})
+    assert _mode(path) == 0o600 and _mode(path.parent) == 0o700 and _mode(path.parent.parent) == 0o700
+    assert all(_mode(p) == 0o600 for p in path.parent.iterdir()), [oct(_mode(p)) for p in path.parent.iterdir()]
+    cache.close()
+    assert _mode(tmp_path) == before  # a folder that existed keeps its mode
+
+
+def test_an_existing_cache_file_is_made_private_and_private_false_leaves_modes(tmp_path: Path) -> None:
+    path = tmp_path / "requests.sqlite"
+    RequestCache(path, private=False).close()
+    path.chmod(0o644)
+    RequestCache(path, private=False).close()
+    assert _mode(path) == 0o644
+    RequestCache(path).close()
+    assert _mode(path) == 0o600
