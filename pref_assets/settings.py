@@ -6,11 +6,12 @@ API keys are never in this file: an endpoint names the environment variable that
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pref_assets.core.rubric import get_aspect
 
@@ -19,10 +20,36 @@ CONFIG_ENV = "PREF_ASSETS_CONFIG"
 DEFAULT_CONFIG_FILE = "pref_assets.yaml"
 
 StructuredOutput = Literal["json_object_schema", "json_schema", "tgi_grammar", "none"]
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# Tokens that are also valid names: Hugging Face (hf_...), Stripe-style (sk_...), GitHub (ghp_..., github_pat_...),
+# or a long run mixing upper case, lower case and digits, which no one names a variable.
+_TOKEN_PREFIX = re.compile(r"(?:hf|sk|rk|pk|ghp|gho|ghs|github_pat)_\w{16,}")
+_LONG_RUN = re.compile(r"[A-Za-z0-9]{20,}")
+
+
+def _token_like(value: str) -> bool:
+    runs = _LONG_RUN.findall(value)
+    mixed = any(not r.isupper() and not r.islower() and not r.isalpha() and not r.isdigit() for r in runs)
+    return mixed or bool(_TOKEN_PREFIX.fullmatch(value))
+
+
+def _env_name(value: str) -> str:
+    """Accept an environment variable's name; refuse anything else without repeating it (a key pasted where its
+    variable's name belongs would otherwise be printed as "environment variable ... is not set")."""
+    if not _ENV_NAME.fullmatch(value) or _token_like(value):
+        raise ValueError(
+            "must name the environment variable that holds the secret (letters, digits and _), not hold the "
+            "secret itself; the value is not shown"
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # errors never repeat the input: it may be a credential put in the wrong place
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class EndpointSettings(_Strict):
@@ -30,7 +57,7 @@ class EndpointSettings(_Strict):
 
     name: str
     base_url: str
-    api_key_env: str | None = None
+    api_key_env: EnvName | None = None
     max_concurrency: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0)
     max_attempts: int = Field(4, ge=1)
@@ -138,8 +165,8 @@ class ArgillaSettings(_Strict):
     """
 
     url: str | None = None
-    api_key_env: str = "ARGILLA_API_KEY"
-    hf_token_env: str | None = None
+    api_key_env: EnvName = "ARGILLA_API_KEY"
+    hf_token_env: EnvName | None = None
     dataset: str = "pref-assets"
     workspace: str = "argilla"
     timeout_s: float = Field(30.0, gt=0)
@@ -168,7 +195,7 @@ class PublishSettings(_Strict):
 
     repo_id: str | None = None
     private: bool = True
-    token_env: str = "HF_TOKEN"
+    token_env: EnvName = "HF_TOKEN"
     layout: Literal["dpo", "trl-conversational", "trl-standard"] = "trl-conversational"
     asset: Literal["dpo_pairs", "preference_pairs"] = "preference_pairs"
 
@@ -214,6 +241,9 @@ class Settings(_Strict):
         None, gt=0, description="per LLM step of a batch (generations, ratings): stop new requests past this spend"
     )
     max_failure_rate: float = Field(0.5, ge=0, le=1, description="a stage failing more rows than this stops")
+    private_files: bool = Field(
+        True, description="stage files, the request cache and the published copy are 0600 in 0700 folders"
+    )
     argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)
 
     @model_validator(mode="after")
