@@ -49,8 +49,12 @@ def test_embedded_prompt_set_gives_partitions_of_batch_size() -> None:
 def test_module_definitions_load() -> None:
     from pref_assets import definitions
 
-    assert isinstance(definitions.defs, dg.Definitions)
-    definitions.defs.resolve_all_job_defs()
+    defs = definitions.defs
+    assert _graph(defs) == _graph(build_definitions(Settings()))
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {JOB_NAME, "review_job"}
+    keys = defs.resolve_job_def(JOB_NAME).partitions_def.get_partition_keys()
+    assert keys == [f"batch-{i:05d}" for i in range(20)]  # the 160 shipped prompts in batches of 8
+    assert {sensor.name for sensor in defs.sensors} >= {"argilla_responses"}
 
 
 def test_rubric_edit_changes_the_ratings_code_version() -> None:
