@@ -11,20 +11,26 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from pref_assets.private import make_dirs, restrict
+
 # The value an asset hands to this IO manager (inside a MaterializeResult, next to its check results).
 FRAME = dg.PythonObjectDagsterType(pl.DataFrame, name="PolarsDataFrame")
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Stores polars frames as Parquet under one base directory; writes are atomic."""
+    """Stores polars frames as Parquet under one base directory; writes are atomic. With ``private_files`` the
+    folders it creates are 0700 and the files 0600."""
 
     base_dir: str
+    private_files: bool = True
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
         path = self._path(context)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent, private=self.private_files)
         partial = path.with_suffix(".parquet.partial")
         obj.write_parquet(partial)
+        if self.private_files:
+            restrict(partial)
         os.replace(partial, path)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path.resolve()))})
 

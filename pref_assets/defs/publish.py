@@ -45,7 +45,7 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
         base = Path(settings.storage_dir)
         pairs = collect_pairs(base, publish.asset)
         card = render_card(_facts(settings, pairs, _all_rows(base / publish.asset)))
-        out_dir = write_local(pairs, card, base / "published", publish.layout)
+        out_dir = write_local(pairs, card, base / "published", publish.layout, private=settings.private_files)
         pushed, where = push(out_dir, publish.repo_id, hub.token, private=publish.private)
         context.log.info(where)
         return dg.MaterializeResult(

@@ -12,6 +12,7 @@ from pref_assets.clients.limiter import shared_limiter
 from pref_assets.clients.llm import ChatClient
 from pref_assets.clients.local_server import EMBEDDED_MODEL_FILE, LocalModelServer, default_threads
 from pref_assets.clients.retry import RetryPolicy
+from pref_assets.core.secrets import Secrets
 from pref_assets.settings import EMBEDDED, ArgillaSettings, EndpointSettings
 
 
@@ -35,6 +36,7 @@ class LLMResource(dg.ConfigurableResource):
     endpoints: list[EndpointConfig]
     embedded_threads: int = default_threads()
     cache_path: str | None = None
+    private_files: bool = True
     _server: LocalModelServer | None = PrivateAttr(default=None)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -59,8 +61,10 @@ class LLMResource(dg.ConfigurableResource):
             max_concurrency=endpoint.max_concurrency,
             timeout=httpx.Timeout(endpoint.timeout_s, connect=min(10.0, endpoint.timeout_s)),
             retry=RetryPolicy(max_attempts=endpoint.max_attempts),
-            cache=RequestCache(self.cache_path) if self.cache_path else None,
+            cache=RequestCache(self.cache_path, private=self.private_files) if self.cache_path else None,
             endpoint_id=identity,
+            # the other endpoints' keys too: whatever any server echoes, no configured key is stored
+            secrets=Secrets.of(*(e.api_key for e in self.endpoints)),
             limiter=shared_limiter(
                 identity,
                 max_concurrency=endpoint.max_concurrency,
@@ -84,9 +88,13 @@ def _endpoint_identity(endpoint: EndpointConfig) -> str:
     return endpoint.base_url.rstrip("/")
 
 
-def build_llm_resource(endpoints: list[EndpointSettings], cache_path: str | None) -> LLMResource:
+def build_llm_resource(
+    endpoints: list[EndpointSettings], cache_path: str | None, *, private_files: bool = True
+) -> LLMResource:
     """Return the LLM resource for the configured endpoints; keys are read through ``dg.EnvVar``."""
-    return LLMResource(endpoints=[_endpoint_config(e) for e in endpoints], cache_path=cache_path)
+    return LLMResource(
+        endpoints=[_endpoint_config(e) for e in endpoints], cache_path=cache_path, private_files=private_files
+    )
 
 
 def _endpoint_config(e: EndpointSettings) -> EndpointConfig:

@@ -7,6 +7,7 @@ import os
 import httpx
 
 from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
+from pref_assets.core.secrets import Secrets
 from pref_assets.settings import SourceSettings
 
 _ALTERNATIVES = (
@@ -17,7 +18,7 @@ _ALTERNATIVES = (
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Return whether the Hub answers within ``timeout`` seconds."""
     try:
-        httpx.head(_endpoint(), timeout=timeout)
+        httpx.head(hub_endpoint(), timeout=timeout)
     except httpx.TransportError:
         return False
     return True
@@ -30,7 +31,7 @@ def latest_revision(repo_id: str, *, timeout: float = 10.0) -> str:
     token = get_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(f"{_endpoint()}/api/datasets/{repo_id}", headers=headers, timeout=timeout)
+        response = httpx.get(f"{hub_endpoint()}/api/datasets/{repo_id}", headers=headers, timeout=timeout)
     except httpx.TransportError as err:
         raise PromptSourceError(f"{repo_id!r}: the Hub is unreachable ({type(err).__name__})") from err
     if response.status_code != 200:
@@ -58,9 +59,16 @@ def read_hub(source: SourceSettings) -> list[RawRow]:
     return rows
 
 
-def _endpoint() -> str:
+def hub_endpoint() -> str:
     """Return the Hub's address: ``HF_ENDPOINT`` (a mirror) or huggingface.co, read at each call."""
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_secrets(*tokens: str | None) -> Secrets:
+    """Return the masks of the Hub token in use (``HF_TOKEN`` or the login's) and of ``tokens``."""
+    from huggingface_hub import get_token
+
+    return Secrets.of(get_token(), *tokens)
 
 
 def _offline_requested() -> bool:
@@ -80,9 +88,12 @@ def _load(source: SourceSettings, offline: bool):  # noqa: ANN202 - datasets.Dat
         return datasets.load_dataset(source.repo_id, split=source.split, revision=source.revision)
     except (ConnectionError, OSError, ValueError) as err:
         state = "the Hub is unreachable and there is no cached copy" if offline else "the Hub refused"
+        # A Hub (or HF_ENDPOINT mirror) that echoes the request headers puts the token in its error: masked
+        # before the cut, and the original error is not chained (it would reach the event log).
+        reason = hub_secrets().cut(str(err), 300)
         raise PromptSourceError(
             f"cannot load {source.repo_id!r} split {source.split!r}: {state} ({type(err).__name__}: "
-            f"{str(err)[:300]}); {_ALTERNATIVES}"
-        ) from err
+            f"{reason}); {_ALTERNATIVES}"
+        ) from None
     finally:
         hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
