@@ -10,6 +10,7 @@ from typing import Any
 from pref_assets.core import status
 from pref_assets.core.conversation import prompt_messages
 from pref_assets.core.ids import prompt_id
+from pref_assets.core.text import describe_columns
 
 FIELDS = ("instruction", "topic", "system_prompt", "messages")
 DUPLICATE = "duplicate"
@@ -36,7 +37,7 @@ def check_columns(columns: Iterable[str], mapping: Mapping[str, str], where: str
     if not any(name in present for name in wanted):
         raise PromptSourceError(
             f"{where}: no column {wanted[0]!r} (or {wanted[1]!r} for chat prompts); "
-            f"columns present: {sorted(present)}; map yours with source.columns, e.g. "
+            f"{describe_columns(present)}; map yours with source.columns, e.g. "
             f"{{instruction: <your column>}}"
         )
 
