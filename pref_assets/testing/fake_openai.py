@@ -56,6 +56,7 @@ class FakeConfig:
     seed: int = 0
     api_key: str | None = None
     reject_response_format: bool = False
+    poison: float = 0.0
     nested_judge: float = 0.0
     nested_depth: int = 5000
     huge_body_bytes: int = 0
@@ -65,7 +66,7 @@ class FakeConfig:
     planted_verdict: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("fail_5xx", "fail_timeout", "malformed", "truncated", "latency_jitter"):
+        for name in ("fail_5xx", "fail_timeout", "malformed", "truncated", "latency_jitter", "poison"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.latency < 0 or self.timeout_sleep < 0:
@@ -403,6 +404,16 @@ def content_rng(body: dict[str, Any]) -> random.Random:
     another model, sampling setting or seed another one."""
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+POISON_MESSAGE = "this request body always fails here"
+
+
+def poisoned(body: dict[str, Any], fraction: float) -> bool:
+    """Return whether ``body`` is one of the ``fraction`` of request bodies that always get HTTP 500, chosen by a
+    hash of the whole body: the same body fails on every attempt and in every run."""
+    digest = hashlib.sha256(b"poison\0" + json.dumps(body, sort_keys=True, default=str).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def answer_text(body: dict[str, Any], faults: Faults) -> tuple[str, str]:
@@ -765,6 +776,8 @@ class FakeOpenAI:
             await asyncio.sleep(faults.latency)
         if faults.timeout and not await sleep_unless_disconnected(receive, self.config.timeout_sleep):
             return None
+        if poisoned(body, self.config.poison):
+            return error_reply(500, POISON_MESSAGE, "server_error")
         if faults.server_error is not None:
             return error_reply(faults.server_error, "the fake server failed on purpose", "server_error")
         self.number += 1
@@ -842,6 +855,7 @@ _FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "seed": (int, "seed of the fault RNG"),
     "api_key": (str, "require 'Authorization: Bearer KEY'"),
     "reject_response_format": (lambda text: text.lower() in ("1", "true", "yes"), "answer 400 to any response_format"),
+    "poison": (float, "fraction of request bodies (chosen by a hash of the body) that always get HTTP 500"),
     "nested_judge": (float, "fraction of judge answers that are a JSON array nested --nested-depth deep"),
     "nested_depth": (int, "how deep --nested-judge answers nest"),
     "huge_body_bytes": (int, "answers hold this many bytes of text, whatever max_tokens says (0: off)"),
