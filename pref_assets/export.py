@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from pref_assets.core.paths import contained_path, ensure_inside
+
 if TYPE_CHECKING:
     import datasets
 
@@ -18,7 +20,7 @@ PAIR_COLUMNS = [
 
 def collect_pairs(storage_dir: str | Path, asset: str = "dpo_pairs") -> pl.DataFrame:
     """Return the ok pairs of every materialized batch, in batch order, in the DPO columns."""
-    folder = Path(storage_dir) / asset
+    folder = contained_path(storage_dir, asset, what="asset name")
     files = partition_files(folder)
     if not files:
         return pl.DataFrame()
@@ -32,8 +34,14 @@ def collect_pairs(storage_dir: str | Path, asset: str = "dpo_pairs") -> pl.DataF
 
 
 def partition_files(folder: Path) -> list[Path]:
-    """Return an asset's stored partitions in key order; a watched-folder key ``f.jsonl/batch-00000`` is a subfolder."""
-    return sorted(folder.rglob("*.parquet"))
+    """Return an asset's stored partitions in key order; a watched-folder key ``f.jsonl/batch-00000`` is a subfolder.
+
+    Raise PathEscapeError when one is a link to a file outside ``folder``.
+    """
+    files = sorted(folder.rglob("*.parquet"))
+    for file in files:
+        ensure_inside(folder, file, what=f"stored partition {file.relative_to(folder).as_posix()!r}")
+    return files
 
 
 def _partition_key(folder: Path, file: Path) -> str:

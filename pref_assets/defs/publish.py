@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from pref_assets.core.card import CardFacts, render_card
+from pref_assets.core.paths import contained_path
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.export import collect_pairs, partition_files
 from pref_assets.publish import push, write_local
@@ -45,7 +46,8 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
         base = Path(settings.storage_dir)
         pairs = collect_pairs(base, publish.asset)
         card = render_card(_facts(settings, pairs, _all_rows(base / publish.asset)))
-        out_dir = write_local(pairs, card, base / "published", publish.layout, private=settings.private_files)
+        out_dir = contained_path(base, "published", what="folder")
+        out_dir = write_local(pairs, card, out_dir, publish.layout, private=settings.private_files)
         pushed, where = push(out_dir, publish.repo_id, hub.token, private=publish.private)
         context.log.info(where)
         return dg.MaterializeResult(
