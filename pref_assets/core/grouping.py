@@ -1,4 +1,4 @@
-"""Group per-model generations into one row per prompt, aligned by prompt id and model order."""
+"""Group per-model generations into one row per prompt, aligned by row id and model order."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pref_assets.core import status
+from pref_assets.core.ids import join_column
 
 _MISSING = "missing"
 
@@ -18,23 +19,25 @@ def group_generations(
     """Return one row per prompt with ``generations`` aligned to ``models``.
 
     A prompt that failed upstream passes through failed. An answer that failed or is missing
-    keeps its slot (text None, its status and reason), so the lists never shift.
+    keeps its slot (text None, its status and reason), so the lists never shift. Generations are matched to
+    prompts by ``row_id`` (by prompt id for rows stored before row ids existed).
     """
-    prompts = list(prompts)
-    known = {p["prompt_id"] for p in prompts if p["status"] == status.OK}
-    by_key = _index_generations(generations, known, models)
-    return [_group_one(p, by_key, models) for p in prompts]
+    prompts, generations = list(prompts), list(generations)
+    column = join_column(prompts, generations)
+    known = {p[column] for p in prompts if p["status"] == status.OK}
+    by_key = _index_generations(generations, known, models, column)
+    return [_group_one(p, by_key, models, column) for p in prompts]
 
 
 def _index_generations(
-    generations: Iterable[dict[str, Any]], known: set[str], models: Sequence[str]
+    generations: Iterable[dict[str, Any]], known: set[str], models: Sequence[str], column: str
 ) -> dict[tuple[str, str], dict[str, Any]]:
     index: dict[tuple[str, str], dict[str, Any]] = {}
     for g in generations:
         if g["model"] is None:
             continue
-        key = (g["prompt_id"], g["model"])
-        if g["prompt_id"] not in known or g["model"] not in models:
+        key = (g[column], g["model"])
+        if g[column] not in known or g["model"] not in models:
             raise ValueError(f"generation for unknown prompt or model: {key}")
         if key in index:
             raise ValueError(f"two generations for one prompt and model: {key}")
@@ -43,9 +46,10 @@ def _index_generations(
 
 
 def _group_one(
-    prompt: dict[str, Any], by_key: dict[tuple[str, str], dict[str, Any]], models: Sequence[str]
+    prompt: dict[str, Any], by_key: dict[tuple[str, str], dict[str, Any]], models: Sequence[str], column: str
 ) -> dict[str, Any]:
-    row = {k: prompt[k] for k in ("prompt_id", "instruction", "topic", "system_prompt", "messages")}
+    row = {k: prompt[k] for k in ("row_id", "prompt_id", "instruction", "topic", "system_prompt", "messages")
+           if k in prompt}  # fmt: skip
     if prompt["status"] != status.OK:
         blank = [None] * len(models)
         return row | {
@@ -55,7 +59,7 @@ def _group_one(
             "generation_reasons": blank,
             **{k: prompt[k] for k in ("status", "failed_stage", "reason")},
         }
-    slots = [by_key.get((prompt["prompt_id"], m)) for m in models]
+    slots = [by_key.get((prompt[column], m)) for m in models]
     row |= {
         "generation_models": list(models),
         "generations": [s["generation"] if s and s["status"] == status.OK else None for s in slots],

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pref_assets.core import status
+from pref_assets.core.ids import join_column
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,11 +18,13 @@ class LedgerCheck:
     unexplained: int
     failed_here: int
     total: int
+    unknown: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
-        """Return whether every prompt is present and every non-ok row has a reason."""
-        return not self.missing and not self.unexplained
+        """Return whether every prompt is present, no row names a prompt outside the batch, and every non-ok row
+        has a reason."""
+        return not self.missing and not self.unknown and not self.unexplained
 
     @property
     def failure_rate(self) -> float:
@@ -30,10 +33,14 @@ class LedgerCheck:
 
 
 def check_ledger(prompts: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], stage: str) -> LedgerCheck:
-    """Compare a stage's rows with the batch's prompts: every prompt id must appear (a prompt the source
-    gave no id, e.g. a row without an instruction, appears with id None)."""
-    present = {r["prompt_id"] for r in rows}
-    missing = tuple(sorted(str(p["prompt_id"]) for p in prompts if p["prompt_id"] not in present))
+    """Compare a stage's rows with the batch's prompts by ``row_id`` (unique per prompt row; by prompt id for rows
+    stored before row ids existed, where a prompt without text appears with id None): every prompt must appear,
+    and no row may name one outside the batch."""
+    key = join_column(prompts, rows)
+    present = {r[key] for r in rows}
+    expected = {p[key] for p in prompts}
+    missing = tuple(sorted(str(p[key]) for p in prompts if p[key] not in present))
+    unknown = tuple(sorted({str(r[key]) for r in rows if r[key] not in expected}))
     unexplained = sum(1 for r in rows if r["status"] != status.OK and not r.get("reason"))
     failed_here = sum(1 for r in rows if r["status"] == status.FAILED and r.get("failed_stage") == stage)
-    return LedgerCheck(missing, unexplained, failed_here, len(rows))
+    return LedgerCheck(missing, unexplained, failed_here, len(rows), unknown)

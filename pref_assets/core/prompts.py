@@ -1,19 +1,32 @@
-"""Turn raw source rows into validated prompt rows; bad rows are kept, marked with a reason."""
+"""Turn raw source rows into validated prompt rows; bad rows are kept, marked with a reason.
+
+Every row gets a ``row_id`` unique in its batch and across batches (see ``pref_assets.core.ids.row_id``); a
+repeat of an earlier prompt is a failed row whose ``duplicate_of`` is the first one's ``row_id``. Prompts are
+compared for repeats in a normalized form (``duplicate_form``) and sent as written.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pref_assets.core import status
 from pref_assets.core.conversation import prompt_messages
 from pref_assets.core.ids import prompt_id
+from pref_assets.core.limits import json_too_deep_at, too_deep
 from pref_assets.core.text import describe_columns
 
 FIELDS = ("instruction", "topic", "system_prompt", "messages")
 DUPLICATE = "duplicate"
+CONTROL_CHARACTER = "control_character"
+# C0 control characters other than tab, line feed and carriage return: never sent to a model.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Invisible characters that make equal text compare unequal: zero-width space, (non-)joiner, word joiner, BOM.
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 _ROLES = {"system", "user", "assistant"}
 _ALIASES = {"developer": "system"}  # OpenAI's newer name for the system turn
 
@@ -42,25 +55,38 @@ def check_columns(columns: Iterable[str], mapping: Mapping[str, str], where: str
         )
 
 
-def normalize_rows(rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_chars: int) -> list[dict[str, Any]]:
-    """Return one prompt row per raw row: ok, or failed with a reason. Nothing is dropped."""
-    seen: dict[str, str] = {}
-    out = []
-    for raw in rows:
-        row = _normalize(raw, mapping, max_chars)
+def normalize_rows(
+    rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_chars: int, row_key: Callable[[int], str] = str
+) -> list[dict[str, Any]]:
+    """Return one prompt row per raw row: ok, or failed with a reason. Nothing is dropped.
+
+    ``row_key(i)`` gives the ``row_id`` of the i-th row (0-based) of ``rows``.
+    """
+    seen: dict[str, int] = {}
+    out: list[dict[str, Any]] = []
+    for index, raw in enumerate(rows):
+        row = {"row_id": row_key(index), "duplicate_of": None} | _normalize(raw, mapping, max_chars)
         if row["status"] == status.OK:
-            first = seen.setdefault(_duplicate_key(row), raw.source_ref)
-            if first != raw.source_ref:
-                row.update(status.failure(status.STAGE_PROMPTS, f"{DUPLICATE}: same prompt as {first}"))
+            first = seen.setdefault(_duplicate_key(row), index)
+            if first != index:
+                original = out[first]
+                reason = f"{DUPLICATE}: same prompt as {original['source_ref']}"
+                row.update(status.failure(status.STAGE_PROMPTS, reason), duplicate_of=original["row_id"])
         out.append(row)
     return out
 
 
+def duplicate_form(text: str) -> str:
+    """Return ``text`` as compared for repeats: compatibility forms and case folded (NFKC, casefold), zero-width
+    characters removed, runs of whitespace made single spaces, ends trimmed. Prompts alike in this form would be
+    answered (and paid for) alike."""
+    text = unicodedata.normalize("NFKC", text.translate(_ZERO_WIDTH))
+    return " ".join(unicodedata.normalize("NFKC", text.casefold()).split())
+
+
 def _duplicate_key(row: dict[str, Any]) -> str:
-    """Return the id of the prompt with runs of whitespace made single spaces and ends trimmed: prompts that differ
-    only in spacing would be answered (and paid for) alike."""
-    messages = [{"role": m["role"], "content": " ".join(m["content"].split())} for m in prompt_messages(row)]
-    return prompt_id(" ".join(row["instruction"].split()), messages)
+    messages = [{"role": m["role"], "content": duplicate_form(m["content"])} for m in prompt_messages(row)]
+    return prompt_id(duplicate_form(row["instruction"]), messages)
 
 
 def _normalize(raw: RawRow, mapping: Mapping[str, str], max_chars: int) -> dict[str, Any]:
@@ -99,12 +125,30 @@ def _fill_text(row: dict[str, Any], values: dict[str, Any], max_chars: int) -> s
         return "empty_instruction: empty or whitespace only"
     if len(instruction) > max_chars:
         return f"instruction_too_long: {len(instruction)} characters, over the limit of {max_chars}"
+    return _control_problem(row)
+
+
+def _control_problem(row: dict[str, Any]) -> str | None:
+    """Return why the text a model would be sent holds a control character (NUL and the like), or None."""
+    texts = [("the instruction", row["instruction"]), ("the system prompt", row["system_prompt"])]
+    texts += [(f"message {i + 1}", m["content"]) for i, m in enumerate(row["messages"] or [])]
+    for where, text in texts:
+        found = _CONTROL.search(text or "")
+        if found:
+            code = ord(found.group())
+            name = "NUL" if code == 0 else "a control character"
+            return (
+                f"{CONTROL_CHARACTER}: U+{code:04X} ({name}) in {where} at character {found.start() + 1} "
+                f"of {row['source_ref']}; remove it from the source"
+            )
     return None
 
 
 def parse_messages(value: Any) -> tuple[list[dict[str, str]], str | None]:
     """Validate a chat ``messages`` value; return the messages and a problem, if any."""
     if isinstance(value, str):
+        if json_too_deep_at(value) is not None:
+            return [], f"invalid_messages: {too_deep()}"
         try:
             value = json.loads(value)
         except json.JSONDecodeError as err:

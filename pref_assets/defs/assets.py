@@ -12,6 +12,7 @@ from pref_assets.core import status
 from pref_assets.core.calls import Call
 from pref_assets.core.generation import generation_row, plan_generations, upstream_failure_row
 from pref_assets.core.grouping import group_generations
+from pref_assets.core.ids import row_id, source_row_ids
 from pref_assets.core.judge import UNPARSEABLE
 from pref_assets.core.pairs import pair_row
 from pref_assets.core.prompts import PromptSourceError, normalize_rows
@@ -82,7 +83,10 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
         try:
             source = pinned(settings.source, context.run.tags.get(HUB_REVISION_TAG))
             raw, (start, stop) = read_batch(source, context.partition_key, settings.batch_size)
-            rows = normalize_rows(raw, settings.source.columns, max_chars=settings.source.max_prompt_chars)
+            row_key = source_row_ids(context.partition_key, settings.batch_size)
+            rows = normalize_rows(
+                raw, settings.source.columns, max_chars=settings.source.max_prompt_chars, row_key=row_key
+            )
         except PromptSourceError as err:
             raise dg.Failure(description=f"prompt source: {err}") from err
         if start >= len(rows):
@@ -93,7 +97,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
             )
         batch = rows[start:stop]
         out = schemas.frame(batch, schemas.PROMPTS)
-        cols = ["prompt_id", "topic", "instruction", "status", "reason"]
+        cols = ["row_id", "prompt_id", "topic", "instruction", "status", "reason"]
         return _result(
             out, cols, [rate_result(DUPLICATES, *duplicate_prompts(batch), 0.0)], source=settings.source.kind
         )
@@ -104,12 +108,15 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
     def generations_by_model(
         context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame
     ) -> dg.MaterializeResult:
-        rows = prompts.to_dicts()
-        plan = plan_generations(rows, generators)
+        rows = _prompt_rows(prompts, context.partition_key)
+        plan = [(p["row_id"], entry) for p in rows for entry in plan_generations([p], generators)]
         budget = Budget(Prices(settings.prices()), settings.budget_usd_per_step)
-        results = _call_llm(context, llm, budget, [call for _, _, call in plan])
-        out_rows = [generation_row(pid, name, r) for (pid, name, _), r in zip(plan, results, strict=True)]
-        out_rows += [upstream_failure_row(p) for p in rows if p["status"] != status.OK]
+        results = _call_llm(context, llm, budget, [call for _, (_, _, call) in plan])
+        out_rows = [
+            generation_row(pid, name, result) | {"row_id": rid}
+            for (rid, (pid, name, _)), result in zip(plan, results, strict=True)
+        ]
+        out_rows += [upstream_failure_row(p) | {"row_id": p["row_id"]} for p in rows if p["status"] != status.OK]
         out = schemas.frame(out_rows, schemas.GENERATIONS)
         cost = cost_usd(out, {g.name: g for g in generators})
         return _result(
@@ -125,9 +132,11 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
 
     @dg.asset(description="One row per prompt: answers and model names in aligned lists, gaps visible.",
               code_version=CODE_VERSION, check_specs=[ledger("grouped")], **follows)  # fmt: skip
-    def grouped(prompts: pl.DataFrame, generations_by_model: pl.DataFrame) -> dg.MaterializeResult:
+    def grouped(
+        context: dg.AssetExecutionContext, prompts: pl.DataFrame, generations_by_model: pl.DataFrame
+    ) -> dg.MaterializeResult:
         names = [g.name for g in generators]
-        rows = group_generations(prompts.to_dicts(), generations_by_model.to_dicts(), names)
+        rows = group_generations(_prompt_rows(prompts, context.partition_key), generations_by_model.to_dicts(), names)
         out = schemas.frame(rows, schemas.GROUPED)
         cols = ["prompt_id", "generation_models", "generation_status", "status", "reason"]
         return _result(out, cols, [ledger_result("grouped", prompts, out, max_rate)])
@@ -158,7 +167,10 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
               code_version=CODE_VERSION, check_specs=pair_checks, **follows)  # fmt: skip
     def dpo_pairs(prompts: pl.DataFrame, ratings: pl.DataFrame) -> dg.MaterializeResult:
         policy = settings.pairs
-        rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in ratings.to_dicts()]
+        rows = [
+            pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) | {"row_id": r.get("row_id")}
+            for r in ratings.to_dicts()
+        ]
         out = schemas.frame(rows, schemas.DPO_PAIRS)
         cols = [
             "prompt_id",
@@ -202,6 +214,7 @@ def _records(rows: list[dict], dataset: str, batch: str) -> list[dict]:
     out = []
     for row in rows:
         base = {
+            "row_id": row.get("row_id"),
             "prompt_id": row["prompt_id"],
             "record_id": None,
             "record": None,
@@ -214,6 +227,11 @@ def _records(rows: list[dict], dataset: str, batch: str) -> list[dict]:
         record = build_record(row, dataset=dataset, batch=batch)
         out.append(base | {"record_id": record["id"], "record": json.dumps(record, ensure_ascii=False)} | status.ok())
     return out
+
+
+def _prompt_rows(prompts: pl.DataFrame, batch: str) -> list[dict]:
+    """Return the batch's prompt rows; rows stored before row ids existed get theirs (batch key and position)."""
+    return [r if r.get("row_id") else r | {"row_id": row_id(batch, i)} for i, r in enumerate(prompts.to_dicts())]
 
 
 def _call_llm(

@@ -45,8 +45,9 @@ def ledger_spec(stage: str, max_rate: float, partitions: dg.PartitionsDefinition
 
 def ledger_result(stage: str, prompts: pl.DataFrame, rows: pl.DataFrame, max_rate: float) -> dg.AssetCheckResult:
     """Return the ledger check of ``stage``: no prompt missing, every non-ok row explained, failure rate."""
-    ledger_rows = rows.select("prompt_id", "status", "failed_stage", "reason").to_dicts()
-    check = check_ledger(prompts.select("prompt_id").to_dicts(), ledger_rows, stage)
+    ids = [c for c in ("row_id", "prompt_id") if c in rows.columns and c in prompts.columns]
+    ledger_rows = rows.select(*ids, "status", "failed_stage", "reason").to_dicts()
+    check = check_ledger(prompts.select(ids).to_dicts(), ledger_rows, stage)
     reasons = Counter(r.split(":")[0] for r in rows.filter(pl.col("failed_stage") == stage)["reason"].to_list())
     passed = check.passed and check.failure_rate <= max_rate
     return dg.AssetCheckResult(
@@ -57,6 +58,7 @@ def ledger_result(stage: str, prompts: pl.DataFrame, rows: pl.DataFrame, max_rat
             "failure_rate": dg.MetadataValue.float(round(check.failure_rate, 4)),
             "failed_here": dg.MetadataValue.int(check.failed_here),
             "missing_prompts": dg.MetadataValue.int(len(check.missing)),
+            "rows_of_other_prompts": dg.MetadataValue.int(len(check.unknown)),
             "rows_without_reason": dg.MetadataValue.int(check.unexplained),
             "reasons": dg.MetadataValue.json(dict(reasons.most_common())),
         },
@@ -97,9 +99,10 @@ def _partitioned_spec(name: str, **spec: Any) -> dg.AssetCheckSpec:
 
 
 def _message(stage: str, check: LedgerCheck, reasons: Counter[str], max_rate: float) -> str:
-    if check.missing or check.unexplained:
+    if check.missing or check.unknown or check.unexplained:
         return (
-            f"{stage} lost rows: {len(check.missing)} prompts missing, {check.unexplained} non-ok rows without a reason"
+            f"{stage} lost rows: {len(check.missing)} prompts missing, {len(check.unknown)} rows of prompts not in "
+            f"the batch, {check.unexplained} non-ok rows without a reason"
         )
     top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(3))
     return (

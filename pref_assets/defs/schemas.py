@@ -8,14 +8,16 @@ TEXT = pl.String
 MESSAGES = pl.List(pl.Struct({"role": TEXT, "content": TEXT}))
 STATUS = {"status": TEXT, "failed_stage": TEXT, "reason": TEXT}
 
+# ``row_id`` is the row's key in every stage (unique, joins one to one); ``prompt_id`` the hash of its text.
 PROMPT = {
-    "prompt_id": TEXT, "instruction": TEXT, "topic": TEXT, "system_prompt": TEXT, "messages": MESSAGES,
+    "row_id": TEXT, "prompt_id": TEXT, "instruction": TEXT, "topic": TEXT, "system_prompt": TEXT, "messages": MESSAGES,
 }  # fmt: skip
 
-PROMPTS = pl.Schema(PROMPT | {"source_ref": TEXT} | STATUS)
+PROMPTS = pl.Schema(PROMPT | {"source_ref": TEXT, "duplicate_of": TEXT} | STATUS)
 
 GENERATIONS = pl.Schema(
     {
+        "row_id": TEXT,
         "prompt_id": TEXT,
         "model": TEXT,
         "generation": TEXT,
@@ -64,6 +66,7 @@ RATINGS = pl.Schema(
 
 DPO_PAIRS = pl.Schema(
     {
+        "row_id": TEXT,
         "prompt_id": TEXT,
         "prompt": TEXT,
         "chosen": MESSAGES,
@@ -78,7 +81,8 @@ DPO_PAIRS = pl.Schema(
 )
 
 ARGILLA_RECORDS = pl.Schema(
-    {"prompt_id": TEXT, "record_id": TEXT, "record": TEXT, "pushed": pl.Boolean, "push_error": TEXT} | STATUS
+    {"row_id": TEXT, "prompt_id": TEXT, "record_id": TEXT, "record": TEXT, "pushed": pl.Boolean, "push_error": TEXT}
+    | STATUS
 )
 
 

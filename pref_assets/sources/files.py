@@ -1,4 +1,8 @@
-"""Local prompt files: JSONL, JSON, Parquet, CSV. Errors name the file, the row and the problem."""
+"""Local prompt files: JSONL, JSON, Parquet, CSV. Errors name the file, the row and the problem.
+
+What is read is bounded before it is parsed (``pref_assets.core.limits``): the file's size, each row's size, and
+how deeply JSON nests.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from pref_assets.core.limits import MAX_FILE_BYTES, json_too_deep_at, size_problem, too_deep, value_problem
 from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
 from pref_assets.core.text import encodable_values
 
@@ -36,8 +41,7 @@ def read_checked_file(path: Path, mapping: Mapping[str, str]) -> list[RawRow]:
 
 def read_file(path: Path) -> list[RawRow]:
     """Return the rows of one file, chosen by its suffix."""
-    if not path.is_file():
-        raise PromptSourceError(f"{path}: no such file")
+    _check_regular_file(path)
     readers = {".jsonl": read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
     reader = readers.get(path.suffix.lower())
     if reader is None:
@@ -46,6 +50,8 @@ def read_file(path: Path) -> list[RawRow]:
         rows = reader(path)
     except OSError as err:  # permissions, removed while read, I/O errors
         raise PromptSourceError(f"{path}: cannot read the file ({err.strerror or err})") from err
+    except RecursionError as err:  # a reader's nesting bound missed a case: still this file's problem only
+        raise PromptSourceError(f"{path}: nested too deeply to read") from err
     if not rows:
         raise PromptSourceError(f"{path}: the file has no rows")
     return rows
@@ -59,6 +65,9 @@ def read_jsonl(path: Path) -> list[RawRow]:
         line = line.removesuffix("\r")
         if not line.strip():
             continue
+        problem = size_problem(len(line), "the line")
+        if problem:
+            raise PromptSourceError(f"{path}:{number}: {problem}")
         value = _parse_json(line, f"{path}:{number}")
         if not isinstance(value, dict):
             raise PromptSourceError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
@@ -67,7 +76,11 @@ def read_jsonl(path: Path) -> list[RawRow]:
 
 
 def _read_json(path: Path) -> list[RawRow]:
-    value = _parse_json(_decode(path), str(path))
+    text = _decode(path)
+    deep = json_too_deep_at(text)
+    if deep is not None:
+        raise PromptSourceError(f"{path}:{text.count(chr(10), 0, deep) + 1}: {too_deep()}")
+    value = _parse_json(text, str(path))
     if isinstance(value, dict) and isinstance(value.get("data"), list):
         value = value["data"]
     if not isinstance(value, list):
@@ -75,6 +88,7 @@ def _read_json(path: Path) -> list[RawRow]:
     for index, item in enumerate(value):
         if not isinstance(item, dict):
             raise PromptSourceError(f"{path}: item {index}: expected an object, got {type(item).__name__}")
+        _check_row(item, f"{path}: item {index}")
     return [RawRow(f"{path}:item {i}", item) for i, item in enumerate(value)]
 
 
@@ -83,7 +97,10 @@ def _read_parquet(path: Path) -> list[RawRow]:
         frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as err:
         raise PromptSourceError(f"{path}: not a readable Parquet file: {err}") from err
-    return [RawRow(f"{path}:row {i + 1}", row) for i, row in enumerate(frame.iter_rows(named=True))]
+    rows = [RawRow(f"{path}:row {i + 1}", row) for i, row in enumerate(frame.iter_rows(named=True))]
+    for row in rows:
+        _check_row(row.values, row.source_ref)
+    return rows
 
 
 def _read_csv(path: Path) -> list[RawRow]:
@@ -98,18 +115,47 @@ def _read_csv(path: Path) -> list[RawRow]:
         raise PromptSourceError(f"{path}:1: column(s) {repeated} appear more than once; rename them")
     if len(lines) != frame.height:  # a layout the csv module reads differently: number the rows as read
         lines = [i + 2 for i in range(frame.height)]
-    return [RawRow(f"{path}:line {line}", row) for line, row in zip(lines, frame.iter_rows(named=True), strict=True)]
+    rows = [RawRow(f"{path}:line {line}", row) for line, row in zip(lines, frame.iter_rows(named=True), strict=True)]
+    for row in rows:
+        _check_row(row.values, row.source_ref)
+    return rows
 
 
 def _csv_layout(text: str) -> tuple[list[str], list[int]]:
     """Return the header and the line each record starts on (a quoted field may span lines)."""
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, [])
-    starts, last = [], reader.line_num
-    for _ in reader:
-        starts.append(last + 1)
+    header: list[str] = []
+    starts: list[int] = []
+    try:
+        header = next(reader, [])
         last = reader.line_num
+        for _ in reader:
+            starts.append(last + 1)
+            last = reader.line_num
+    except csv.Error:  # e.g. a field over the csv module's size limit, which polars read: rows numbered as read
+        return header, []
     return header, starts
+
+
+def _check_regular_file(path: Path) -> None:
+    if path.is_dir():
+        raise PromptSourceError(f"{path}: is a directory, not a prompt file; name the files in it")
+    if not path.exists():
+        raise PromptSourceError(f"{path}: no such file")
+    if not path.is_file():
+        raise PromptSourceError(f"{path}: not a regular file (a pipe, socket or device); give a prompt file")
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise PromptSourceError(f"{path}: cannot read the file ({err.strerror or err})") from err
+    if size > MAX_FILE_BYTES:
+        raise PromptSourceError(f"{path}: the file is {size} bytes, over the limit of {MAX_FILE_BYTES}; split it")
+
+
+def _check_row(values: object, where: str) -> None:
+    problem = value_problem(values)
+    if problem:
+        raise PromptSourceError(f"{where}: {problem}")
 
 
 def _decode(path: Path) -> str:
@@ -124,6 +170,8 @@ def _decode(path: Path) -> str:
 
 
 def _parse_json(text: str, where: str) -> Any:
+    if json_too_deep_at(text) is not None:
+        raise PromptSourceError(f"{where}: {too_deep()}")
     try:
         return encodable_values(json.loads(text))
     except json.JSONDecodeError as err:

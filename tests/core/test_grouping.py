@@ -79,3 +79,10 @@ def test_upstream_failures_pass_through_in_order() -> None:
 def test_misaligned_input_is_an_error_not_a_shift(gens: list[dict], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         group_generations([_prompt("1")], gens, MODELS)
+
+
+def test_generations_join_prompts_by_row_id_when_prompt_ids_repeat() -> None:
+    prompts = [_prompt("1") | {"row_id": "b#0"}, _prompt("1") | {"row_id": "b#1"}]
+    gens = [_gen("1", m, f"{m}{i}") | {"row_id": f"b#{i}"} for i in (1, 0) for m in MODELS]
+    rows = group_generations(prompts, gens, MODELS)
+    assert [(r["row_id"], r["generations"]) for r in rows] == [("b#0", ["a0", "b0", "c0"]), ("b#1", ["a1", "b1", "c1"])]

@@ -41,3 +41,16 @@ def test_long_format_stage_counts_each_call() -> None:
     ]
     check = check_ledger(PROMPTS, rows, "generations_by_model")
     assert check.passed and check.failed_here == 1 and check.total == 5
+
+
+def _keyed(row_id: str, pid: str | None, status: str = "ok", reason: str | None = None) -> dict:
+    return _row(pid, status, None if status == "ok" else "prompts", reason) | {"row_id": row_id}
+
+
+def test_rows_sharing_a_prompt_id_are_told_apart_by_row_id() -> None:
+    prompts = [_keyed("b#0", "a"), _keyed("b#1", "a", "failed", "duplicate"), _keyed("b#2", None, "failed", "m")]
+    check = check_ledger(prompts, [_keyed("b#0", "a"), _keyed("b#2", None, "failed", "m")], "grouped")
+    assert not check.passed and check.missing == ("b#1",)
+    stray = [*prompts, _keyed("other#0", "a")]
+    check = check_ledger(prompts, stray, "grouped")
+    assert not check.passed and check.unknown == ("other#0",)

@@ -143,6 +143,48 @@ def test_bad_rows_are_quarantined_with_reason_and_never_sent(tmp_path: Path) -> 
         assert carried.sort("reason").equals(quarantined.sort("reason")), stage
 
 
+def test_repeated_prompts_and_rows_without_text_have_unique_row_ids_joining_one_to_one(tmp_path: Path) -> None:
+    river = "Name three rivers in Europe."
+    source = _jsonl(
+        tmp_path / "prompts.jsonl",
+        [
+            {"instruction": river},
+            {"topic": "no instruction"},
+            {"instruction": river},
+            {"instruction": river.upper()},
+            {"topic": "no instruction either"},
+            {"instruction": "Which lake is the deepest?"},
+            {"instruction": "Cafe\u0301 au lait?"},
+            {"instruction": f"\u200b{river}"},
+        ],
+    )
+    partitions = ("batch-00000", "batch-00001")
+    with stub_openai() as server:
+        settings = fake_settings(server.base_url, tmp_path / "store", source, batch_size=4, max_failure_rate=1.0)
+        for partition in partitions:
+            assert run_partition(settings, partition).success
+
+    prompts = pl.concat([read_stage(settings.storage_dir, "prompts", p) for p in partitions])
+    assert prompts["row_id"].to_list() == [f"batch-0000{i // 4}#{i % 4}" for i in range(8)]
+    assert prompts["duplicate_of"].to_list() == [None, None, "batch-00000#0", "batch-00000#0"] + [None] * 3 + [
+        "batch-00000#0"
+    ]
+    assert prompts["prompt_id"].n_unique() < prompts.height  # shared by repeats and by rows without text
+    for partition in partitions:
+        batch = read_stage(settings.storage_dir, "prompts", partition).select("row_id", "prompt_id", "status")
+        for stage in PIPELINE_STAGES[1:]:
+            frame = read_stage(settings.storage_dir, stage, partition)
+            assert frame["row_id"].null_count() == 0, stage
+            per_row = frame.filter(pl.col("model").is_not_null()) if stage == "generations_by_model" else frame
+            keys = ["row_id", "model"] if stage == "generations_by_model" else ["row_id"]
+            assert not per_row.select(keys).is_duplicated().any(), stage
+            assert set(frame["row_id"]) == set(batch["row_id"]), stage
+            joined = batch.join(frame.unique("row_id", keep="first"), on="row_id", how="left", suffix="_stage")
+            assert joined["prompt_id"].eq_missing(joined["prompt_id_stage"]).all(), stage
+            failed_here = joined.filter(pl.col("status") == "failed")
+            assert (failed_here["status_stage"] == "failed").all(), stage
+
+
 def test_oversized_prompt_allowed_by_config_is_refused_by_endpoint_and_recorded(tmp_path: Path) -> None:
     source = _jsonl(
         tmp_path / "prompts.jsonl",

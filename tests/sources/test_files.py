@@ -114,3 +114,72 @@ def test_a_csv_column_named_twice_is_an_error(tmp_path: Path) -> None:
     path.write_text("instruction,topic,instruction\na,b,c\n", encoding="utf-8")
     with pytest.raises(PromptSourceError, match=r"p\.csv:1: column\(s\) \['instruction'\] appear more than once"):
         read_files([str(path)], {})
+
+
+DEEP = 5_000
+NEST = "[" * DEEP + "]" * DEEP
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where"),
+    [
+        ("deep.jsonl", '{"instruction": "fine"}\n' + NEST + "\n", "deep.jsonl:2"),
+        (
+            "deep-value.jsonl",
+            '{"instruction": "fine"}\n\n{"instruction": "x", "n": ' + NEST + "}\n",
+            "deep-value.jsonl:3",
+        ),
+        ("deep.json", '[\n{"instruction": "fine"},\n' + NEST + "\n]", "deep.json:3"),
+        ("deep-data.json", '{"data": [{"instruction": "x", "n": ' + NEST + "}]}", "deep-data.json:1"),
+    ],
+)
+def test_deeply_nested_json_names_the_file_and_line(tmp_path: Path, name: str, content: str, where: str) -> None:
+    path = _write(tmp_path / name, content)
+    with pytest.raises(PromptSourceError) as raised:
+        read_files([str(path)], {})
+    assert str(raised.value) == f"{tmp_path / where}: JSON nested deeper than 32 levels"
+    # nesting within the bound is read, and brackets inside strings are no nesting
+    row = {"instruction": "[" * DEEP, "n": json.loads("[" * 30 + "]" * 30)}
+    fine = _write(tmp_path / f"fine-{name}", json.dumps([row]) if name.endswith(".json") else json.dumps(row))
+    assert [r.values for r in read_files([str(fine)], {})] == [row]
+
+
+def test_deeply_nested_parquet_values_name_the_row(tmp_path: Path) -> None:
+    value: object = "leaf"
+    for _ in range(40):
+        value = [value]
+    pl.DataFrame({"instruction": ["fine", "deep"], "nested": [None, value]}).write_parquet(tmp_path / "p.parquet")
+    with pytest.raises(PromptSourceError, match=r"p\.parquet:row 2: value nested deeper than 32 levels"):
+        read_files([str(tmp_path / "p.parquet")], {})
+
+
+def test_a_line_over_the_size_bound_names_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pref_assets.core.limits.MAX_ROW_CHARS", 1_000)
+    path = _write(tmp_path / "big.jsonl", '{"instruction": "fine"}\n' + json.dumps({"instruction": "y" * 2_000}) + "\n")
+    with pytest.raises(PromptSourceError, match=r"big\.jsonl:2: the line is 2019 characters, over the limit of 1000"):
+        read_files([str(path)], {})
+
+
+def test_a_directory_is_named_a_directory(tmp_path: Path) -> None:
+    folder = tmp_path / "prompts.jsonl"
+    folder.mkdir()
+    with pytest.raises(PromptSourceError, match=r"prompts\.jsonl: is a directory, not a prompt file"):
+        read_files([str(folder)], {})
+
+
+def test_a_csv_field_larger_than_the_csv_modules_limit_is_read(tmp_path: Path) -> None:
+    path = _write(tmp_path / "big.csv", "instruction\n" + "x" * 200_000 + "\nfine\n")
+    rows = read_files([str(path)], {})
+    assert [(r.source_ref, len(r.values["instruction"])) for r in rows] == [
+        (f"{path}:line 2", 200_000),
+        (f"{path}:line 3", 4),
+    ]
+
+
+def test_a_nul_in_a_csv_prompt_is_a_failed_row_naming_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "p.csv", "instruction\nfine\nhello\x00world\n")
+    rows = normalize_rows(read_files([str(path)], {}), {}, max_chars=100)
+    assert [r["status"] for r in rows] == ["ok", "failed"]
+    assert rows[1]["reason"] == (
+        f"control_character: U+0000 (NUL) in the instruction at character 6 of {path}:line 3; remove it from the source"
+    )

@@ -96,3 +96,19 @@ def test_read_folder_file_refuses_names_outside_the_folder(tmp_path: Path) -> No
 def test_folder_source_needs_a_folder() -> None:
     with pytest.raises(ValueError, match=r"source\.folder is not set"):
         SourceSettings(kind="folder")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("deep.jsonl", '{"instruction": "fine"}\n' + "[" * 5_000 + "]" * 5_000 + "\n", "deep.jsonl:2"),
+        ("deep.json", '[{"instruction": "x", "n": ' + "{" * 5_000 + "}" * 5_000 + "}]", "deep.json:1"),
+    ],
+)
+def test_deeply_nested_json_skips_only_its_file(tmp_path: Path, name: str, text: str, where: str) -> None:
+    _drop(tmp_path, name, text)
+    _drop(tmp_path, "good.jsonl", _jsonl(3))
+    scan = _scan(tmp_path)
+    assert [c.file_name for c in scan.changes] == ["good.jsonl"]
+    assert scan.problems == (f"{tmp_path / where}: JSON nested deeper than 32 levels; skipped until the file changes",)
+    assert scan.cursor.failed.keys() == {name}
