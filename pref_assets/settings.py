@@ -64,6 +64,12 @@ class EndpointSettings(_Strict):
     rpm: float | None = Field(None, gt=0, description="requests per minute; learned from x-ratelimit-* if unset")
     tpm: float | None = Field(None, gt=0, description="tokens per minute; learned from x-ratelimit-* if unset")
     structured_output: StructuredOutput = "json_object_schema"
+    max_response_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="the longest response body read from this endpoint, in bytes (default 8 MiB); a longer answer "
+        "is not read further, not stored and not retried: its row fails as response_too_large",
+    )
 
     @model_validator(mode="after")
     def _check_base_url(self) -> EndpointSettings:

@@ -106,10 +106,14 @@ class ChatClient:
         endpoint_id: str | None = None,
         limiter: Limiter | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        stream: bool = False,
         secrets: Secrets | None = None,
     ) -> None:
         self._transport = transport or default_transport(base_url, max_concurrency, max_response_bytes)
         self._max_body = max_response_bytes
+        # Stream answers (server-sent events, read whole): a server that stops generating when the client goes away
+        # (llama.cpp's server does so only for streams) keeps no work behind a request that timed out.
+        self.stream = stream
         self._url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
         self._headers = _headers(api_key)
         # Every configured secret (this key, and ``secrets``: other keys and tokens) is masked in whatever an
@@ -119,8 +123,10 @@ class ChatClient:
         self._namespace = secret_fingerprint(api_key)
         self._extensions = {"timeout": (timeout or httpx.Timeout(120.0, connect=10.0)).as_dict()}
         self._limiter = limiter or Limiter(max_concurrency=max_concurrency)
-        # the longest a request waited for its turn (the limiter's window, pacing, a probe), in seconds
+        # the longest a request waited for its turn (the limiter's window, pacing, a probe), in seconds, and what
+        # the step log adds when that wait makes this endpoint the bottleneck
         self.longest_wait = 0.0
+        self.bottleneck_note = ""
         self._retry = retry or RetryPolicy()
         self._cache = cache
         self._endpoint_id = endpoint_id or base_url
@@ -217,6 +223,8 @@ class ChatClient:
         body = request.body()
         for name in self.dropped:
             body.pop(name, None)
+        if self.stream:
+            body["stream"] = True
         try:
             response = _masked(await self._post(body), self._secrets)
         except ResponseTooLargeError as err:  # the same request would get the same answer
@@ -245,7 +253,7 @@ class ChatClient:
                 status=response.status_code,
                 headers=_rate_headers(response),
             )
-        return _parse_completion(response)
+        return _parse_completion(_joined_stream(response) if body.get("stream") else response)
 
     async def _post(self, body: dict[str, Any]) -> httpx.Response:
         """POST one body straight to the transport: an httpx request and response, without the per-request
@@ -283,6 +291,35 @@ def _masked(response: httpx.Response, secrets: Secrets) -> httpx.Response:
     # the body is decoded already: headers about its encoding or length no longer apply
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     return httpx.Response(response.status_code, headers=headers, content=masked.encode())
+
+
+def _joined_stream(response: httpx.Response) -> httpx.Response:
+    """Return a streamed answer (``data: {chunk}`` events) as the completion it adds up to: the text of its deltas,
+    the last finish reason, and the usage a chunk reports, else one completion token per chunk with text (what
+    llama.cpp sends)."""
+    texts: list[str] = []
+    finish, usage = None, None
+    for line in response.content.decode("utf-8", errors="replace").splitlines():
+        data = line[5:].strip() if line.startswith("data:") else ""
+        if not data or data == "[DONE]":
+            continue
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return response  # not a stream after all; read as a plain answer
+        choice = (chunk.get("choices") or [{}])[0] if isinstance(chunk, dict) else {}
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str) and delta["content"]:
+            texts.append(delta["content"])
+        finish = choice.get("finish_reason") or finish if isinstance(choice, dict) else finish
+        usage = chunk.get("usage") or usage if isinstance(chunk, dict) else usage
+    if not texts and finish is None:
+        return response
+    usage = usage or {"prompt_tokens": 0, "completion_tokens": len(texts)}
+    message = {"role": "assistant", "content": "".join(texts)}
+    completion = {"choices": [{"message": message, "finish_reason": finish}], "usage": usage}
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _SIZE_HEADERS]
+    return httpx.Response(response.status_code, headers=headers, json=completion, request=response.request)
 
 
 def _rejected_optional_field(body: dict[str, Any], status: int, message: str) -> str | None:

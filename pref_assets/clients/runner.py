@@ -54,31 +54,33 @@ def run_calls(
     budget: Budget | None = None,
     log: Log | None = None,
     interval: float = 15.0,
+    slow_turn: float = 60.0,
 ) -> list[ChatResult]:
     """Return one result per call, in order. Blocks; failures are results.
 
-    Logs progress every ``interval`` seconds; raises EndpointParkedError if an endpoint's circuit opened.
+    Logs progress every ``interval`` seconds, and once per endpoint when its requests wait longer than
+    ``slow_turn`` seconds for their turn; raises EndpointParkedError if an endpoint's circuit opened.
     """
     if not calls:
         return []
-    results = asyncio.run(_run(calls, client_for, budget or Budget(Prices({})), log, interval))
+    progress = _Progress(len(calls), log, interval, slow_turn)
+    results = asyncio.run(_run(calls, client_for, budget or Budget(Prices({})), progress))
     _raise_if_parked(calls, results)
     return results
 
 
 async def _run(
-    calls: Sequence[Call], client_for: ClientFactory, budget: Budget, log: Log | None, interval: float
+    calls: Sequence[Call], client_for: ClientFactory, budget: Budget, progress: _Progress
 ) -> list[ChatResult]:
     clients = {name: client_for(name) for name in dict.fromkeys(c.endpoint for c in calls)}
-    progress = _Progress(len(calls), log, interval)
     try:
         jobs = [progress.track(_call(clients[c.endpoint], c, budget)) for c in calls]
-        reporter = asyncio.create_task(progress.report_every())
+        reporter = asyncio.create_task(progress.report_every(clients))
         try:
             return list(await asyncio.gather(*jobs))
         finally:
             reporter.cancel()
-            _report_dropped_fields(clients, log)
+            _report_dropped_fields(clients, progress.log)
     finally:
         await asyncio.gather(*(client.aclose() for client in clients.values()))
 
@@ -90,8 +92,10 @@ async def _call(client: ChatClient, call: Call, budget: Budget) -> ChatResult:
 
 
 class _Progress:
-    def __init__(self, total: int, log: Log | None, interval: float) -> None:
+    def __init__(self, total: int, log: Log | None, interval: float, slow_turn: float) -> None:
         self.total, self.done, self.log, self.interval = total, 0, log, interval
+        self.slow_turn = slow_turn
+        self.warned: set[str] = set()
         self.started = time.monotonic()
 
     async def track(self, job: Awaitable[ChatResult]) -> ChatResult:
@@ -99,10 +103,23 @@ class _Progress:
         self.done += 1
         return result
 
-    async def report_every(self) -> None:
+    async def report_every(self, clients: Mapping[str, ChatClient]) -> None:
         while self.log is not None:
             await asyncio.sleep(self.interval)
             self.log(self.line())
+            self.warn_slow_turns(clients)
+
+    def warn_slow_turns(self, clients: Mapping[str, ChatClient]) -> None:
+        """Say once per endpoint that its requests wait long for their turn: the endpoint is the bottleneck."""
+        for name, client in clients.items():
+            if self.log is None or name in self.warned or client.longest_wait <= self.slow_turn:
+                continue
+            self.warned.add(name)
+            rate = self.done / max(time.monotonic() - self.started, 1e-9) * 60
+            self.log(
+                f"endpoint {name} is the bottleneck: requests waited up to {client.longest_wait:.0f} s for their "
+                f"turn; {rate:.1f} calls/min so far. {client.bottleneck_note}".rstrip()
+            )
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started

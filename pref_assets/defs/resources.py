@@ -10,8 +10,15 @@ from pref_assets.clients.argilla import ArgillaClient, ArgillaError
 from pref_assets.clients.cache import RequestCache
 from pref_assets.clients.limiter import shared_limiter
 from pref_assets.clients.llm import ChatClient
-from pref_assets.clients.local_server import EMBEDDED_MODEL_FILE, LocalModelServer, default_threads
+from pref_assets.clients.local_server import (
+    EMBEDDED_BOTTLENECK,
+    EMBEDDED_CONCURRENCY,
+    EMBEDDED_MODEL_FILE,
+    LocalModelServer,
+    default_threads,
+)
 from pref_assets.clients.retry import RetryPolicy
+from pref_assets.clients.transport import DEFAULT_MAX_RESPONSE_BYTES
 from pref_assets.core.secrets import Secrets
 from pref_assets.settings import EMBEDDED, ArgillaSettings, EndpointSettings
 
@@ -28,6 +35,7 @@ class EndpointConfig(dg.Config):
     rpm: float | None = None
     tpm: float | None = None
     structured_output: str = "json_object_schema"
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
 
 class LLMResource(dg.ConfigurableResource):
@@ -55,10 +63,16 @@ class LLMResource(dg.ConfigurableResource):
         """Return a new async client for endpoint ``name`` (use it as an async context manager)."""
         endpoint = self.endpoint(name)
         identity = _endpoint_identity(endpoint)
-        return ChatClient(
+        embedded = endpoint.base_url == EMBEDDED
+        # llama.cpp's server answers one request at a time: more in flight would only wait there, inside their
+        # timeout. Streamed, a request that times out stops its generation.
+        concurrency = EMBEDDED_CONCURRENCY if embedded else endpoint.max_concurrency
+        client = ChatClient(
             self._base_url(endpoint),
             api_key=endpoint.api_key or None,
-            max_concurrency=endpoint.max_concurrency,
+            max_concurrency=concurrency,
+            max_response_bytes=endpoint.max_response_bytes,
+            stream=embedded,
             timeout=httpx.Timeout(endpoint.timeout_s, connect=min(10.0, endpoint.timeout_s)),
             retry=RetryPolicy(max_attempts=endpoint.max_attempts),
             cache=RequestCache(self.cache_path, private=self.private_files) if self.cache_path else None,
@@ -67,11 +81,14 @@ class LLMResource(dg.ConfigurableResource):
             secrets=Secrets.of(*(e.api_key for e in self.endpoints)),
             limiter=shared_limiter(
                 identity,
-                max_concurrency=endpoint.max_concurrency,
+                max_concurrency=concurrency,
                 rpm=endpoint.rpm,
                 tpm=endpoint.tpm,
             ),
         )
+        if embedded:
+            client.bottleneck_note = EMBEDDED_BOTTLENECK
+        return client
 
     def _base_url(self, endpoint: EndpointConfig) -> str:
         if endpoint.base_url != EMBEDDED:
@@ -108,6 +125,7 @@ def _endpoint_config(e: EndpointSettings) -> EndpointConfig:
         rpm=e.rpm,
         tpm=e.tpm,
         structured_output=e.structured_output,
+        max_response_bytes=e.max_response_bytes,
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -334,3 +334,33 @@ def test_a_server_that_refuses_seed_gets_requests_without_it_and_the_step_log_sa
     assert lines == [
         "endpoint e rejected the request field seed (Unsupported parameter: 'seed'); its requests were sent without it."
     ]
+
+
+def test_an_answer_over_max_response_bytes_fails_its_row_once_and_is_not_read_to_the_end() -> None:
+    pulled: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        for i in range(10_000):  # 640 MB if read to the end
+            pulled.append(i)
+            yield b"x" * 65536
+
+    result, seen = _run(lambda r: httpx.Response(200, content=endless()), max_response_bytes=1 << 20)
+    assert result.error_kind == "response_too_large" and len(seen) == 1 and result.attempts == 1
+    assert result.error == "the response body is larger than max_response_bytes (1048576 bytes); reading stopped"
+    assert len(pulled) <= 17
+    result, _ = _run(lambda r: _completion("x" * 2000), max_response_bytes=1024)
+    assert result.error_kind == "response_too_large"
+
+
+def test_a_streamed_answer_is_joined_from_its_events() -> None:
+    events = [
+        {"choices": [{"delta": {"role": "assistant"}, "finish_reason": None}]},
+        {"choices": [{"delta": {"content": "Hel"}, "finish_reason": None}]},
+        {"choices": [{"delta": {"content": "lo"}, "finish_reason": None}]},
+        {"choices": [{"delta": {}, "finish_reason": "length"}]},
+    ]
+    stream = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + ": ping\n\ndata: [DONE]\n\n"
+    result, seen = _run(lambda r: httpx.Response(200, text=stream), stream=True)
+    assert result.ok and result.text == "Hello" and result.finish_reason == "length"
+    assert (result.prompt_tokens, result.completion_tokens) == (0, 2)
+    assert json.loads(seen[0].content)["stream"] is True

@@ -13,7 +13,7 @@ import pytest
 import trustme
 
 from pref_assets.clients.llm import ChatClient, ChatRequest, EndpointConfigError, default_transport
-from pref_assets.clients.transport import KeepAliveTransport
+from pref_assets.clients.transport import KeepAliveTransport, ResponseTooLargeError
 
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"a": "ok"}'
 Reply = Callable[[int, asyncio.StreamWriter], Awaitable[bool]]
@@ -339,3 +339,49 @@ def test_a_header_value_with_a_line_break_is_never_sent_and_never_shown() -> Non
     with pytest.raises(httpx.LocalProtocolError, match="header Authorization holds a line break") as info:
         asyncio.run(go())
     assert "sk-1" not in str(info.value)
+
+
+def test_a_body_over_the_limit_is_not_read_further_whatever_its_framing() -> None:
+    huge = 64 * 1024 * 1024
+    written: list[int] = []
+
+    async def announced(_: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % huge + b"x" * 1024)
+        return True
+
+    async def endless(chunked: bool, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\n" + (b"Transfer-Encoding: chunked\r\n" if chunked else b"") + b"\r\n")
+        block, size = b"y" * 65536, 0
+        try:
+            while size < huge:
+                writer.write(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
+                await writer.drain()
+                size += len(block)
+        except ConnectionError:
+            pass
+        finally:
+            written.append(size)
+        return False
+
+    sent: list[int] = []
+
+    def replies() -> list[Reply]:
+        async def chunked(_: int, writer: asyncio.StreamWriter) -> bool:
+            return await endless(True, writer)
+
+        async def closed(_: int, writer: asyncio.StreamWriter) -> bool:
+            return await endless(False, writer)
+
+        return [announced, chunked, closed]
+
+    for reply in replies():
+
+        async def check(url: str, script: Script) -> None:
+            transport = KeepAliveTransport(max_response_bytes=1 << 20)
+            with pytest.raises(ResponseTooLargeError, match=r"larger than max_response_bytes \(1048576 bytes\)"):
+                await post(transport, url)
+            await transport.aclose()
+
+        sent.append(serve(reply, check).connections)
+    assert sent == [1, 1, 1]
+    assert len(written) == 2 and max(written) < huge // 4  # the client stopped reading; the server could not go on
