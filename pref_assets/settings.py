@@ -109,6 +109,7 @@ class JudgeSettings(ModelSettings):
     shuffle: bool = True
     max_reasks: int = Field(1, ge=0)
     position_swap: bool = False
+    rate_single_answers: bool = Field(False, description="judge prompts left with one answer (no pair possible)")
 
     @model_validator(mode="after")
     def _check_aspects(self) -> JudgeSettings:

@@ -1,4 +1,9 @@
-"""Rating step: one judge call per (prompt, aspect), bounded re-asks, verdicts mapped to model order."""
+"""Rating step: one judge call per (prompt, aspect), bounded re-asks, verdicts mapped to model order.
+
+A prompt with fewer than two answers cannot make a pair: it is not judged (``skipped``, ``fewer_than_two_answers``)
+unless the judge is set to rate single answers. An unreadable judgement is re-asked with a new seed; a cut-off one
+with twice the room (up to ``REASK_MAX_TOKENS``). What is stored of a judgement is bounded (``clip``).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,14 @@ from pref_assets.core.calls import Call, response_format
 from pref_assets.core.conversation import judged_prompt
 from pref_assets.core.generation import Result
 from pref_assets.core.judge import (
+    RATIONALE_KEPT_BYTES,
+    RAW_TEXT_KEPT_BYTES,
+    REASON_KEPT_BYTES,
     TRUNCATED,
     UNPARSEABLE,
     JudgeParseError,
     Verdict,
+    clip,
     judge_messages,
     judge_schema,
     parse_verdicts,
@@ -24,6 +33,9 @@ from pref_assets.core.rubric import Aspect, get_aspect
 from pref_assets.core.scoring import combine_scores, map_back
 
 REQUEST_FAILED = "judge_request_failed"
+TOO_FEW_ANSWERS = "fewer_than_two_answers"
+REASK_MAX_TOKENS = 8192
+_TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,7 @@ class JudgeSpec:
     shuffle: bool = True
     max_reasks: int = 1
     position_swap: bool = False
+    rate_single_answers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,7 @@ class Task:
     shown: tuple[int, ...]
     call: Call
     pass_index: int = 0
+    answers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +84,20 @@ Runner = Callable[[Sequence[Call]], Sequence[Result]]
 
 
 def plan_tasks(rows: Sequence[dict[str, Any]], judge: JudgeSpec) -> list[Task]:
-    """Return the judge tasks for every ok row and aspect (twice, in reversed order, with position swap)."""
+    """Return the judge tasks for every ok row and aspect (twice, in reversed order, with position swap); a row
+    with fewer than two answers gets none unless ``judge.rate_single_answers``."""
     passes = (0, 1) if judge.position_swap else (0,)
     return [
         _task(row, get_aspect(a), judge, p)
         for row in rows
-        if row["status"] == status.OK
+        if row["status"] == status.OK and (judge.rate_single_answers or _answered(row) >= 2)
         for a in judge.aspects
         for p in passes
     ]
+
+
+def _answered(row: dict[str, Any]) -> int:
+    return sum(text is not None for text in row["generations"])
 
 
 def _task(row: dict[str, Any], aspect: Aspect, judge: JudgeSpec, pass_index: int) -> Task:
@@ -87,29 +106,48 @@ def _task(row: dict[str, Any], aspect: Aspect, judge: JudgeSpec, pass_index: int
     shown = tuple(answered[k] for k in order)
     if pass_index == 1:
         shown = shown[::-1]
-    messages = judge_messages(judged_prompt(row), [row["generations"][i] for i in shown], aspect)
+    answers = tuple(row["generations"][i] for i in shown)
+    messages = judge_messages(judged_prompt(row), answers, aspect)
     fmt = response_format(judge_schema(len(shown), aspect), judge.flavour)
     call = Call(judge.endpoint, judge.model, tuple(messages), judge.params, fmt)
-    return Task(row["prompt_id"], aspect, shown, call, pass_index)
+    return Task(row["prompt_id"], aspect, shown, call, pass_index, answers)
 
 
 def judge_all(tasks: Sequence[Task], run: Runner, max_reasks: int) -> list[Outcome]:
-    """Run every task; re-ask unparseable answers up to ``max_reasks`` times with a new seed."""
-    outcomes = [_outcome(t, r, 1) for t, r in zip(tasks, run([t.call for t in tasks]), strict=True)]
+    """Run every task; re-ask unparseable and cut-off answers up to ``max_reasks`` times with a new seed, a
+    cut-off one also with twice its ``max_tokens`` (at most ``REASK_MAX_TOKENS``, never less than it had)."""
+    calls = [t.call for t in tasks]
+    outcomes = [_outcome(t, r, 1, t.call) for t, r in zip(tasks, run(calls), strict=True)]
     for attempt in range(2, max_reasks + 2):
-        retry = [i for i, o in enumerate(outcomes) if o.reason is not None and o.reason.startswith(UNPARSEABLE)]
+        retry = [i for i, o in enumerate(outcomes) if _worth_reasking(o)]
         if not retry:
             break
-        calls = [_reseeded(outcomes[i].task.call, attempt) for i in retry]
-        for i, result in zip(retry, run(calls), strict=True):
-            outcomes[i] = _merge(outcomes[i], _outcome(outcomes[i].task, result, attempt))
+        for i in retry:
+            more_room = _kind(outcomes[i].reason) == TRUNCATED
+            calls[i] = _reask(tasks[i].call, calls[i], attempt, more_room=more_room)
+        for i, result in zip(retry, run([calls[i] for i in retry]), strict=True):
+            outcomes[i] = _merge(outcomes[i], _outcome(outcomes[i].task, result, attempt, calls[i]))
     return outcomes
 
 
-def _reseeded(call: Call, attempt: int) -> Call:
-    params = dict(call.params)
-    params["seed"] = int(params.get("seed") or 0) + 1000 * attempt
-    return replace(call, params=tuple(params.items()))
+def _worth_reasking(outcome: Outcome) -> bool:
+    return _kind(outcome.reason) in (UNPARSEABLE, TRUNCATED)
+
+
+def _kind(reason: str | None) -> str | None:
+    return None if reason is None else reason.split(":", 1)[0]
+
+
+def _reask(first: Call, last: Call, attempt: int, *, more_room: bool) -> Call:
+    """Return the call re-asking ``first`` at ``attempt``: a seed of its own, and with ``more_room`` twice the
+    token limit ``last`` had."""
+    params = dict(last.params)
+    params["seed"] = int(dict(first.params).get("seed") or 0) + 1000 * attempt
+    if more_room:
+        for name in _TOKEN_LIMITS:
+            if isinstance(params.get(name), int):
+                params[name] = max(params[name], min(2 * params[name], REASK_MAX_TOKENS))
+    return replace(last, params=tuple(params.items()))
 
 
 def _merge(before: Outcome, after: Outcome) -> Outcome:
@@ -124,15 +162,16 @@ def _merge(before: Outcome, after: Outcome) -> Outcome:
     return replace(after, **tokens)
 
 
-def _outcome(task: Task, result: Result, attempt: int) -> Outcome:
+def _outcome(task: Task, result: Result, attempt: int, call: Call) -> Outcome:
     verdicts, reason = None, None
     if result.finish_reason == "length":
-        reason = f"{TRUNCATED}: the judge answer hit max_tokens"
+        limits = [f"{name} {value}" for name, value in call.params if name in _TOKEN_LIMITS and value is not None]
+        reason = f"{TRUNCATED}: the judge answer hit max_tokens" + (f" ({', '.join(limits)})" if limits else "")
     elif result.error_kind is not None:
         reason = f"{REQUEST_FAILED}: {result.error_kind}: {result.error}"
     else:
         try:
-            verdicts = tuple(parse_verdicts(result.text or "", len(task.shown), task.aspect))
+            verdicts = tuple(parse_verdicts(result.text or "", len(task.shown), task.aspect, answers=task.answers))
         except JudgeParseError as err:
             reason = str(err)
     tokens = (result.prompt_tokens, result.completion_tokens)
@@ -152,11 +191,14 @@ def _rating_row(row: dict[str, Any], outcomes: list[Outcome], judge: JudgeSpec) 
     out = dict(row) | {"judge_model": judge.name, "judgements": [_judgement(o, n) for o in outcomes]}
     if row["status"] != status.OK:
         return out | {"scores": [None] * n}
+    if not outcomes and _answered(row) < 2 and not judge.rate_single_answers:
+        skipped = {"status": status.SKIPPED, "failed_stage": status.STAGE_RATINGS, "reason": TOO_FEW_ANSWERS}
+        return out | {"scores": [None] * n} | skipped
     failed = [o for o in outcomes if o.verdicts is None]
     if failed:
         kind = str(failed[0].reason).split(":")[0]
         detail = kind + ": " + "; ".join(f"[{_label(o.task)}] {o.reason}" for o in failed)
-        return out | {"scores": [None] * n} | status.failure(status.STAGE_RATINGS, detail)
+        return out | {"scores": [None] * n} | status.failure(status.STAGE_RATINGS, clip(detail, REASON_KEPT_BYTES))
     by_aspect = {(j["aspect"], j["pass_index"]): j["ratings"] for j in out["judgements"]}
     return out | {"scores": combine_scores(by_aspect, n)} | status.ok()
 
@@ -167,11 +209,11 @@ def _judgement(o: Outcome, n: int) -> dict[str, Any]:
         "aspect": o.task.aspect.name,
         "pass_index": o.task.pass_index,
         "ratings": [v.rating if v else None for v in mapped],
-        "rationales": [v.rationale if v else None for v in mapped],
+        "rationales": [clip(v.rationale, RATIONALE_KEPT_BYTES) if v else None for v in mapped],
         "error_kinds": [v.error_kind if v else None for v in mapped],
         "shown_order": list(o.task.shown),
-        "raw_text": o.raw_text,
-        "failure": o.reason,
+        "raw_text": clip(o.raw_text, RAW_TEXT_KEPT_BYTES),
+        "failure": clip(o.reason, REASON_KEPT_BYTES),
         "attempts": o.attempts,
         "cached": o.cached,
         "prompt_tokens": o.prompt_tokens,

@@ -268,6 +268,7 @@ def _judge_spec(settings: Settings) -> JudgeSpec:
         shuffle=j.shuffle,
         max_reasks=j.max_reasks,
         position_swap=j.position_swap,
+        rate_single_answers=j.rate_single_answers,
     )
 
 
