@@ -238,8 +238,9 @@ def _without_quotes(text: str) -> str:
     return _BLOCKQUOTE.sub("", "".join(parts) + text[at:])
 
 
-_OPEN_QUOTES = "\"'\u201c\u2018\u00ab`"
-_CLOSE_QUOTES = "\"'\u201d\u2019\u00bb`"
+# Quotation marks around a JSON value make it a quote (code spans and fences are how judges show their own JSON).
+_OPEN_QUOTES = '"\u201c\u00ab'
+_CLOSE_QUOTES = '"\u201d\u00bb'
 
 
 def _unquoted(text: str, scan: Scan, n: int, answers: Sequence[str]) -> list[Any]:
