@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -84,7 +85,31 @@ class EndpointSettings(_Strict):
                 f"endpoint {self.name}: base_url holds a user name or password; secrets never go in this file. "
                 "Put the key in an environment variable and name it in api_key_env."
             )
+        problem = _base_url_problem(self.base_url)
+        if problem:
+            raise ValueError(f"endpoint {self.name}: base_url {problem}")
         return self
+
+
+def _base_url_problem(url: str) -> str | None:
+    """Return what is wrong with an http(s) base URL, without repeating it, or None."""
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "holds a space or a control character"
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
+    if port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "has no host name"
+    path = parts.path.rstrip("/")
+    if re.search(r"/(v\d+)/\1$", path):
+        return "repeats its version segment (like /v1/v1); give the URL ending in a single /v1"
+    if path.endswith("/chat/completions"):
+        return "ends in /chat/completions, which the client adds: give the URL ending in /v1"
+    return None
 
 
 class ModelSettings(_Strict):
@@ -260,9 +285,17 @@ class Settings(_Strict):
         _require_unique([g.name for g in self.generators], "generator")
         if len(self.generators) < 2:
             raise ValueError("configure at least two generators: a pair needs two answers")
-        for model in [*self.generators, self.judge]:
+        if self.judge.endpoint not in names and "judge" not in self.model_fields_set:
+            raise ValueError(
+                f"judge: not configured, and the default judge runs on the {self.judge.endpoint!r} endpoint, which "
+                f"endpoints does not list (known: {names}); add a judge section naming one of them"
+            )
+        fields = [(f"generators.{i}.endpoint", g) for i, g in enumerate(self.generators)]
+        for field, model in [*fields, ("judge.endpoint", self.judge)]:
             if model.endpoint not in names:
-                raise ValueError(f"model {model.name!r} names unknown endpoint {model.endpoint!r}; known: {names}")
+                raise ValueError(
+                    f"{field}: model {model.name!r} names unknown endpoint {model.endpoint!r}; known: {names}"
+                )
         return self
 
     def prices(self) -> dict[tuple[str, str], tuple[float, float]]:
@@ -294,22 +327,49 @@ class SettingsError(ValueError):
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Return settings from ``path``, ``$PREF_ASSETS_CONFIG``, ./pref_assets.yaml, or the defaults."""
-    chosen = path or os.environ.get(CONFIG_ENV)
-    if chosen is None and Path(DEFAULT_CONFIG_FILE).is_file():
-        chosen = DEFAULT_CONFIG_FILE
-    if chosen is None:
-        return Settings()
-    return _read_settings(Path(chosen))
+    """Return settings from ``path``, ``$PREF_ASSETS_CONFIG``, ./pref_assets.yaml, or the defaults.
+
+    A file named by ``path`` or ``$PREF_ASSETS_CONFIG`` that is empty is an error (not the defaults), and so is a
+    ``storage_dir`` that is a file or cannot be written: these are found here, when the code location loads.
+    """
+    explicit = path or os.environ.get(CONFIG_ENV)
+    chosen = explicit or (DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).is_file() else None)
+    if not chosen:
+        return _checked_storage(Settings(), "the embedded default configuration")
+    return _checked_storage(_read_settings(Path(chosen), explicit=bool(explicit)), str(chosen))
 
 
-def _read_settings(path: Path) -> Settings:
+def _checked_storage(settings: Settings, where: str) -> Settings:
+    problem = _storage_problem(Path(settings.storage_dir).absolute())
+    if problem:
+        raise SettingsError(f"{where}: invalid configuration:\n  storage_dir: {problem}")
+    return settings
+
+
+def _storage_problem(folder: Path) -> str | None:
+    """Return why the pipeline could not write under ``folder`` (created when missing), or None."""
+    if folder.exists() and not folder.is_dir():
+        return "is an existing file, not a folder"
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return "cannot be created: part of its path is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "is not writable" if existing == folder else "cannot be created: its parent folder is not writable"
+    return None
+
+
+def _read_settings(path: Path, *, explicit: bool = True) -> Settings:
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
         raise SettingsError(f"{path}: cannot read configuration: {err}") from err
+    if document is None and explicit:
+        raise SettingsError(
+            f"{path}: the configuration file is empty; write the settings in it, or unset {CONFIG_ENV} to run "
+            "the embedded defaults"
+        )
     try:
-        return Settings.model_validate(document)
+        return Settings.model_validate(document or {})
     except ValidationError as err:
         problems = "\n".join(f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors())
         # pydantic's own text repeats the input values, which may hold a credential; the messages name the fields
