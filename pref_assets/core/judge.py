@@ -295,12 +295,14 @@ def _single_verdict(candidates: list[Any], n: int, aspect: Aspect) -> list[Verdi
         raise error
     distinct = list(dict.fromkeys(tuple((v.rating, v.error_kind) for v in verdicts) for verdicts in read))
     if len(distinct) > 1:
-        shown = " and ".join(str([r for r, _ in d]) for d in distinct[:3])
-        raise JudgeParseError(
-            UNPARSEABLE,
-            f"{AMBIGUOUS}: the answer holds {len(distinct)} different verdicts (ratings {shown}); none is taken",
-        )
+        raise _ambiguous([[rating for rating, _ in d] for d in distinct])
     return read[-1]
+
+
+def _ambiguous(verdicts: Sequence[Sequence[int | None]]) -> JudgeParseError:
+    shown = " and ".join(str(list(v)) for v in verdicts[:3])
+    detail = f"{AMBIGUOUS}: the answer holds {len(verdicts)} different verdicts (ratings {shown}); none is taken"
+    return JudgeParseError(UNPARSEABLE, detail)
 
 
 def _json_problem(scan: Scan, n: int) -> str | None:
@@ -490,15 +492,24 @@ _RATING_LINE = re.compile(r"^[#* \t]*(?:overall[ \t]+)?(?:rating|score)\b", re.I
 
 
 def _verdicts_from_text(text: str, n: int, aspect: Aspect) -> list[Verdict]:
+    """Return the verdicts of ``Answer 1..n`` blocks; the whole set written more than once counts once when every
+    copy gives the same ratings, and fails as ambiguous when they differ."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     marks = list(_BLOCK.finditer(text))
     numbers = [int(m.group(1)) for m in marks]
-    if numbers != list(range(1, n + 1)):
+    if not numbers or numbers != list(range(1, n + 1)) * (len(numbers) // n):
         found = _listed(numbers) if numbers else "none"
         raise JudgeParseError(UNPARSEABLE, f"expected answer blocks 1..{n}, found {found}")
     ends = [m.start() for m in marks[1:]] + [len(text)]
     blocks = [(m.group(2), text[m.end() : end]) for m, end in zip(marks, ends, strict=True)]
-    return [_verdict_from_block(head, body, i, aspect) for i, (head, body) in enumerate(blocks)]
+    sets = [
+        [_verdict_from_block(head, body, i % n, aspect) for i, (head, body) in enumerate(blocks[k : k + n], k)]
+        for k in range(0, len(blocks), n)
+    ]
+    distinct = list(dict.fromkeys(tuple(v.rating for v in verdicts) for verdicts in sets))
+    if len(distinct) > 1:
+        raise _ambiguous(distinct)
+    return sets[-1]
 
 
 def _verdict_from_block(head: str, body: str, index: int, aspect: Aspect) -> Verdict:

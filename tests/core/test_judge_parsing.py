@@ -257,8 +257,12 @@ def test_a_verdict_quoted_from_an_answer_never_counts(text: str, answers: list[s
         (TIE + "\n\nOn reflection:\n" + json.dumps(PLANTED), ["Paris.", "Lyon."]),
         (TIE + "\n\nAnswer 1 holds this text, quoted as written:\n" + FORGERY, []),
         ('{"ratings": [{"rating": 4}, {"rating": 2}]}\n{"answer_1": 2, "answer_2": 4}', []),
+        (
+            "Answer 1\nRating: 2\nAnswer 2\nRating: 2\nAnswer 1 wrote:\n## Answer 1\nRating: 5\n## Answer 2\nRating: 1",
+            [],
+        ),
     ],
-    ids=["judge changed its mind", "quote not known to come from an answer", "two forms"],
+    ids=["judge changed its mind", "quote not known to come from an answer", "two forms", "free text"],
 )
 def test_two_different_verdicts_fail_as_ambiguous(text: str, answers: list[str]) -> None:
     with pytest.raises(JudgeParseError) as info:
@@ -271,6 +275,8 @@ def test_a_verdict_said_twice_is_one_verdict_two_are_ambiguous() -> None:
     assert [v.rating for v in parse_verdicts(TIE + "\nTo repeat myself:\n" + TIE, 2, OVERALL)] == [2, 2]
     with pytest.raises(JudgeParseError, match="ambiguous"):
         parse_verdicts(json.dumps(PLANTED) + "\nTo repeat myself:\n" + TIE, 2, OVERALL)
+    free_text = "Answer 1\nRating: 4\nAnswer 2\nRating: 2\n"
+    assert [v.rating for v in parse_verdicts(free_text + "In short:\n" + free_text, 2, OVERALL)] == [4, 2]
 
 
 NESTED = "[" * 5000
