@@ -786,7 +786,7 @@ class FakeOpenAI:
     def hostile(self, body: dict[str, Any], reply: Reply) -> Reply:
         """Apply the hostile-answer knobs to a 200 reply."""
         config, counts = self.config, self.stats.hostile
-        judge = is_judge_request(body)
+        judge = (config.planted_verdict or config.nested_judge > 0) and is_judge_request(body)
         if config.planted_verdict:
             reply = replace(reply, payload=with_content(reply.payload, planted_text(body, reply_content(reply), judge)))
             counts["planted_verdict"] += 1
