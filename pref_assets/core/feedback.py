@@ -132,7 +132,8 @@ def _carried(record_row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _empty(record_row: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "prompt_id": record_row["prompt_id"], "record_id": record_row["record_id"], "argilla_record_id": None,
+        "row_id": record_row.get("row_id"), "prompt_id": record_row["prompt_id"], "record_id": record_row["record_id"],
+        "argilla_record_id": None,
         "human_ratings": None, "rating_counts": None, "human_ranking": None, "ranking_count": 0,
         "submitted": 0, "comments": None,
     }  # fmt: skip
@@ -163,7 +164,7 @@ def preference_row(
     only ranked, the mean ranks decide; such a pair has no ratings and its margin is the rank gap.
     Without usable human labels the judge's scores decide.
     """
-    if feedback is None or feedback["status"] != status.OK:
+    if feedback is None or feedback["status"] != status.OK or rating_row["status"] != status.OK:
         return pair_row(dict(rating_row), min_margin=min_margin, rejected=rejected) | {"pair_source": JUDGE}
     answered = rating_row["generations"]
     ratings = _only_answered(feedback["human_ratings"], answered)

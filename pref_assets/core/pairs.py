@@ -102,9 +102,9 @@ def _text(answer: str | None) -> str | None:
 def pair_row(row: dict[str, Any], *, min_margin: float = 0.0, rejected: str = LOWEST) -> dict[str, Any]:
     """Return the DPO row of one rated prompt: a pair, or no pair with a status and reason."""
     out = {
-        "prompt_id": row["prompt_id"], "prompt": None, "chosen": None, "chosen_model": None,
-        "chosen_rating": None, "rejected": None, "rejected_model": None, "rejected_rating": None,
-        "margin": None,
+        "row_id": row.get("row_id"), "prompt_id": row["prompt_id"], "prompt": None, "chosen": None,
+        "chosen_model": None, "chosen_rating": None, "rejected": None, "rejected_model": None,
+        "rejected_rating": None, "margin": None,
     }  # fmt: skip
     if row["status"] != status.OK:
         return out | {k: row[k] for k in ("status", "failed_stage", "reason")}

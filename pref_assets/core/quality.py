@@ -78,10 +78,11 @@ def _best(ratings: list[int | None]) -> set[int]:
 
 
 def pair_report(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Return pair counts, the tie rate among judged prompts, skip reasons and the mean margin."""
+    """Return pair counts, the tie rate among judged prompts (rows skipped before the judge do not count), skip
+    reasons and the mean margin."""
     pairs = [r for r in rows if r["status"] == status.OK]
     skipped = [r for r in rows if r["status"] == status.SKIPPED]
-    judged = len(pairs) + len(skipped)
+    judged = len(pairs) + sum(r.get("failed_stage") in (None, status.STAGE_PAIRS) for r in skipped)
     ties = sum(r["reason"] == ALL_TIED for r in skipped)
     margins = [r["margin"] for r in pairs]
     return {

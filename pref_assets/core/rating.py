@@ -183,7 +183,9 @@ def rating_rows(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], jud
     by_prompt: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
         by_prompt.setdefault(outcome.task.prompt_id, []).append(outcome)
-    return [_rating_row(row, by_prompt.get(row["prompt_id"], []), judge) for row in rows]
+    # A prompt id has at most one ok row in a batch (a repeat is a failed row), so only ok rows take judgements.
+    return [_rating_row(row, by_prompt.get(row["prompt_id"], []) if row["status"] == status.OK else [], judge)
+            for row in rows]  # fmt: skip
 
 
 def _rating_row(row: dict[str, Any], outcomes: list[Outcome], judge: JudgeSpec) -> dict[str, Any]:

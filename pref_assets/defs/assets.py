@@ -168,8 +168,7 @@ def build_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> lis
     def dpo_pairs(prompts: pl.DataFrame, ratings: pl.DataFrame) -> dg.MaterializeResult:
         policy = settings.pairs
         rows = [
-            pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) | {"row_id": r.get("row_id")}
-            for r in ratings.to_dicts()
+            pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in ratings.to_dicts()
         ]
         out = schemas.frame(rows, schemas.DPO_PAIRS)
         cols = [

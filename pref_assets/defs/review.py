@@ -12,6 +12,7 @@ import polars as pl
 
 from pref_assets.clients.argilla import ArgillaClient, ArgillaError
 from pref_assets.core import feedback, status
+from pref_assets.core.ids import join_column
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import ledger_result, ledger_spec
 from pref_assets.defs.io_manager import FRAME
@@ -24,7 +25,7 @@ CODE_VERSION = "1"
 SENSOR_NAME = "argilla_responses"
 
 _LABELS = {
-    "prompt_id": schemas.TEXT, "record_id": schemas.TEXT, "argilla_record_id": schemas.TEXT,
+    "row_id": schemas.TEXT, "prompt_id": schemas.TEXT, "record_id": schemas.TEXT, "argilla_record_id": schemas.TEXT,
     "human_ratings": pl.List(pl.Float64), "rating_counts": pl.List(pl.Int64),
     "human_ranking": pl.List(pl.Float64), "ranking_count": pl.Int64, "submitted": pl.Int64,
     "comments": pl.List(schemas.TEXT),
@@ -61,12 +62,13 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
     def preference_pairs(
         prompts: pl.DataFrame, ratings: pl.DataFrame, human_feedback: pl.DataFrame
     ) -> dg.MaterializeResult:
-        labels = {row["prompt_id"]: row for row in human_feedback.to_dicts()}
+        rated, labelled = ratings.to_dicts(), human_feedback.to_dicts()
+        key = join_column(rated, labelled)
+        labels = {row[key]: row for row in labelled if row["status"] == status.OK}
         rows = [
-            feedback.preference_row(r, labels.get(r["prompt_id"]), min_margin=policy.min_margin,
-                                    rejected=policy.rejected)
-            for r in ratings.to_dicts()
-        ]  # fmt: skip
+            feedback.preference_row(r, labels.get(r[key]), min_margin=policy.min_margin, rejected=policy.rejected)
+            for r in rated
+        ]
         out = schemas.frame(rows, PREFERENCE_PAIRS)
         sources = Counter(r["pair_source"] for r in rows if r["status"] == status.OK)
         cols = ["prompt_id", "pair_source", "chosen_model", "rejected_model", "margin", "status", "reason"]

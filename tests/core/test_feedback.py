@@ -149,6 +149,9 @@ def _labels(ratings: list | None = None, ranking: list | None = None, status: st
         (_rating_row(), _labels(status="skipped"), {}, ("ok", JUDGE, "m1", "m3", 5.0, 1.0, 4.0)),
         (_rating_row(status="failed", failed_stage="ratings", reason="judge_unparseable", scores=[None] * 3),
          None, {}, ("failed", JUDGE, *NO_PAIR)),
+        # a failed row (a repeat of a labelled prompt) stays failed whatever labels reach it
+        (_rating_row(status="failed", failed_stage="prompts", reason="duplicate", scores=[None] * 3),
+         _labels([1.0, 2.0, 5.0]), {}, ("failed", JUDGE, *NO_PAIR)),
         # human ratings decide, overriding the judge
         (_rating_row(), _labels([1.0, 2.0, 5.0]), {}, ("ok", HUMAN, "m3", "m1", 5.0, 1.0, 4.0)),
         (_rating_row(), _labels([1.5, None, 4.0]), {}, ("ok", HUMAN, "m3", "m1", 4.0, 1.5, 2.5)),

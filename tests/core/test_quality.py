@@ -82,6 +82,16 @@ def test_pair_report() -> None:
     }
 
 
+def test_prompts_skipped_before_the_judge_do_not_count_as_judged() -> None:
+    rows = [
+        {"status": "skipped", "failed_stage": "dpo_pairs", "reason": "all_tied", "margin": None},
+        {"status": "ok", "failed_stage": None, "reason": None, "margin": 1.0},
+        {"status": "skipped", "failed_stage": "ratings", "reason": "fewer_than_two_answers", "margin": None},
+    ]
+    report = pair_report(rows)
+    assert (report["judged"], report["ties"], report["tie_rate"]) == (2, 1, 0.5)
+
+
 def test_empty_batch_reports_no_rates() -> None:
     assert judge_report([])["first_position_win_rate"] is None
     assert pair_report([])["tie_rate"] is None

@@ -196,6 +196,17 @@ def test_upstream_failures_are_not_judged() -> None:
     assert out["status"] == "failed" and out["reason"] == "no_answer: x"
 
 
+def test_a_repeated_prompt_does_not_take_the_judgements_of_the_original() -> None:
+    original = _row("p", ["good", "bad"])
+    repeat = _row("p", ["good", "bad"], status="failed") | {"failed_stage": "prompts", "reason": "duplicate"}
+    judge = _judge()
+    tasks = plan_tasks([original, repeat], judge)
+    outcomes = judge_all(tasks, _answer_by_content, max_reasks=0)
+    first, second = rating_rows([original, repeat], outcomes, judge)
+    assert first["status"] == "ok" and len(first["judgements"]) == 1
+    assert second["status"] == "failed" and second["judgements"] == []
+
+
 def test_structured_output_flavours() -> None:
     rows = [_row("p", ["a", "b"])]
     fmt = {

@@ -141,6 +141,10 @@ def _assert_ratings_sound(ratings: pl.DataFrame) -> None:
             assert [s is not None for s in row["scores"]] == answered, row["prompt_id"]
             assert all(1 <= s <= 5 for s in row["scores"] if s is not None)
             assert all(j["failure"] is None for j in row["judgements"])
+        elif row["status"] == "skipped":  # not worth a judge call: no pair can come of it
+            assert (row["failed_stage"], row["reason"]) == ("ratings", "fewer_than_two_answers")
+            assert sum(answered) < 2 and not row["judgements"]
+            assert all(s is None for s in row["scores"])
         else:
             assert all(s is None for s in row["scores"])
             if row["failed_stage"] == "ratings":
