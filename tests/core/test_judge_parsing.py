@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import time
-from collections.abc import Callable
 
 import pytest
 
+from pref_assets.core import embedded_json
+from pref_assets.core.embedded_json import MAX_DEPTH
 from pref_assets.core.judge import (
     MAX_ANSWER_CHARS,
     JudgeParseError,
@@ -312,38 +311,53 @@ def test_messages_about_huge_values_are_short() -> None:
         assert len(str(info.value)) < 500, str(info.value)[:200]
 
 
-def _seconds(parse: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    with contextlib.suppress(JudgeParseError):
-        parse()
-    return time.perf_counter() - started
+# How much a hostile answer makes the JSON decoder read: each span is handed over once per level of at most
+# MAX_DEPTH + 1, in at most two bracket passes of at most two scans (the text, then the judge's own text).
+DECODED_PER_CHARACTER = 2 * 2 * (MAX_DEPTH + 1)
+BIG = 200_000
 
 
 @pytest.mark.parametrize(
-    ("make", "small"),
+    "text",
     [
-        (lambda n: "{" * n, 25_000),
-        (lambda n: "{" * n + "[" * n, 25_000),
-        (lambda n: "*\n" * n, 2_500),
-        (lambda n: "<think>" * n, 5_000),
-        (lambda n: "Answer 1\nRating" + " " * n + "\nAnswer 2\nRating: 3", 2_500),
-        (lambda n: "Answer 1\nRationale: x" + " " * n + "y\nRating: 4\nAnswer 2\nRating: 3", 2_500),
+        "{" * BIG,
+        "{" * BIG + "[" * BIG,
+        "[" * 5000,
+        "[" * MAX_DEPTH + "x" * BIG + "]" * MAX_DEPTH,
+        ("[" * MAX_DEPTH + "x" * (BIG // 60) + "]" * MAX_DEPTH + " ") * 60,
+        '"' + "[" * MAX_DEPTH + "x" * BIG + "]" * MAX_DEPTH,
+        "[" + ",".join(["[x]"] * (BIG // 4)) + "]",
+        "[" + ",".join(['{"a": [1]}'] * (BIG // 11)) + "]",
+        '{"answer_1": ' + "[" * (MAX_DEPTH - 2) + "x" * BIG + "]" * (MAX_DEPTH - 2) + ', "answer_2": {"rating": 3}}',
     ],
     ids=[
-        "braces",
-        "braces and brackets",
-        "star lines",
-        "think tags",
-        "spaces after Rating",
-        "spaces in rationale",
+        "200k {",
+        "200k { and 200k [",
+        "5000 [",
+        "one bad span at the depth limit",
+        "60 bad spans at the depth limit",
+        "stray quote before a bad span",
+        "array of bad items",
+        "many valid values",
+        "bad verdict nested below the limit",
     ],
 )
-def test_reading_a_judge_answer_takes_time_linear_in_its_length(make: Callable[[int], str], small: int) -> None:
-    small_text, big_text = make(small), make(8 * small)  # braces: 200k "{" (and 200k "[") at the big size
-    baseline = min(_seconds(lambda: parse_verdicts(small_text, 2, OVERALL)) for _ in range(3))
-    elapsed = _seconds(lambda: parse_verdicts(big_text, 2, OVERALL))
-    # linear: about 8 times the baseline; quadratic: about 64 times
-    assert elapsed < 24 * baseline + 0.05, f"{elapsed:.2f} s for 8 times the text that took {baseline:.3f} s"
+def test_reading_a_hostile_answer_decodes_each_character_a_bounded_number_of_times(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed: list[int] = []
+    decode = embedded_json._DECODER.raw_decode
+
+    def counting(s: str, idx: int = 0) -> tuple[object, int]:
+        handed.append(len(s) - idx)
+        return decode(s, idx)
+
+    monkeypatch.setattr(embedded_json._DECODER, "raw_decode", counting)
+    with pytest.raises(JudgeParseError) as info:  # a RecursionError would escape here
+        parse_verdicts(text, 2, OVERALL)
+    assert info.value.reason == "judge_unparseable"
+    # decoding at every bracket would hand over about len(text) ** 2 / 2 characters
+    assert sum(handed) <= DECODED_PER_CHARACTER * len(text), f"{sum(handed):,} for {len(text):,} characters"
 
 
 def test_stored_text_is_cut_with_a_marker() -> None:
