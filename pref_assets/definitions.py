@@ -6,7 +6,6 @@ import gc
 
 import dagster as dg
 
-from pref_assets.defs.assets import build_assets
 from pref_assets.defs.io_manager import ParquetIOManager
 from pref_assets.defs.partitions import build_partitions
 from pref_assets.defs.publish import build_hub_resource, build_publish_asset
@@ -14,6 +13,7 @@ from pref_assets.defs.resources import build_argilla_resource, build_llm_resourc
 from pref_assets.defs.review import build_review_assets, build_review_sensor
 from pref_assets.defs.schedules import build_next_batches_schedule
 from pref_assets.defs.sensors import build_automation_sensor, build_folder_sensor, build_hub_revision_sensor
+from pref_assets.defs.stages import build_assets
 from pref_assets.settings import Settings, load_settings
 
 JOB_NAME = "preference_job"

@@ -24,16 +24,6 @@ GROUP = "review"
 CODE_VERSION = "1"
 SENSOR_NAME = "argilla_responses"
 
-_LABELS = {
-    "row_id": schemas.TEXT, "prompt_id": schemas.TEXT, "record_id": schemas.TEXT, "argilla_record_id": schemas.TEXT,
-    "human_ratings": pl.List(pl.Float64), "rating_counts": pl.List(pl.Int64),
-    "human_ranking": pl.List(pl.Float64), "ranking_count": pl.Int64, "submitted": pl.Int64,
-    "comments": pl.List(schemas.TEXT),
-}  # fmt: skip
-
-HUMAN_FEEDBACK = pl.Schema(_LABELS | schemas.STATUS)
-
-PREFERENCE_PAIRS = pl.Schema(dict(schemas.DPO_PAIRS) | {"pair_source": schemas.TEXT})
 
 
 def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -52,7 +42,7 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
         else:
             out_rows = [feedback.unconfigured_row(r) for r in rows]
             source = "no Argilla URL configured: no human labels; preference_pairs uses the judge"
-        out = schemas.frame(out_rows, HUMAN_FEEDBACK)
+        out = schemas.frame(out_rows, schemas.HUMAN_FEEDBACK)
         cols = ["prompt_id", "human_ratings", "human_ranking", "submitted", "status", "reason"]
         return _output(out, cols, [], argilla=dg.MetadataValue.text(source))
 
@@ -69,7 +59,7 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
             feedback.preference_row(r, labels.get(r[key]), min_margin=policy.min_margin, rejected=policy.rejected)
             for r in rated
         ]
-        out = schemas.frame(rows, PREFERENCE_PAIRS)
+        out = schemas.frame(rows, schemas.PREFERENCE_PAIRS)
         sources = Counter(r["pair_source"] for r in rows if r["status"] == status.OK)
         cols = ["prompt_id", "pair_source", "chosen_model", "rejected_model", "margin", "status", "reason"]
         check = ledger_result("preference_pairs", prompts, out, max_rate)

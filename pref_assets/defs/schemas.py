@@ -1,89 +1,68 @@
-"""One polars schema per asset, so every partition's Parquet file has the same columns and types."""
+"""One polars schema per asset, derived from the stage's row type (``pref_assets.core.rows``), so every
+partition's Parquet file has the same columns and types, and the UI shows what each column means."""
 
 from __future__ import annotations
 
+import types
+from collections.abc import Sequence
+from dataclasses import is_dataclass
+from typing import Any, Union, get_args, get_origin, get_type_hints, is_typeddict
+
+import dagster as dg
 import polars as pl
 
+from pref_assets.core import rows as r
+
 TEXT = pl.String
-MESSAGES = pl.List(pl.Struct({"role": TEXT, "content": TEXT}))
-STATUS = {"status": TEXT, "failed_stage": TEXT, "reason": TEXT}
+_SCALARS: dict[Any, pl.DataType] = {str: pl.String(), int: pl.Int64(), float: pl.Float64(), bool: pl.Boolean()}
 
-# ``row_id`` is the row's key in every stage (unique, joins one to one); ``prompt_id`` the hash of its text.
-PROMPT = {
-    "row_id": TEXT, "prompt_id": TEXT, "instruction": TEXT, "topic": TEXT, "system_prompt": TEXT, "messages": MESSAGES,
-}  # fmt: skip
 
-PROMPTS = pl.Schema(PROMPT | {"source_ref": TEXT, "duplicate_of": TEXT} | STATUS)
+def schema_of(row_type: type) -> pl.Schema:
+    """Return the polars schema of a row type: its columns in stored order, each typed from its annotation."""
+    hints = r.column_types(row_type)
+    return pl.Schema({name: polars_type(hints[name]) for name in r.column_names(row_type)})
 
-GENERATIONS = pl.Schema(
-    {
-        "row_id": TEXT,
-        "prompt_id": TEXT,
-        "model": TEXT,
-        "generation": TEXT,
-        "finish_reason": TEXT,
-        "prompt_tokens": pl.Int64,
-        "completion_tokens": pl.Int64,
-        "latency_s": pl.Float64,
-        "attempts": pl.Int64,
-        "cached": pl.Boolean,
-        "truncated": pl.Boolean,
-    }
-    | STATUS
-)
 
-GROUPED = pl.Schema(
-    PROMPT
-    | {
-        "generation_models": pl.List(TEXT),
-        "generations": pl.List(TEXT),
-        "generation_status": pl.List(TEXT),
-        "generation_reasons": pl.List(TEXT),
-    }
-    | STATUS
-)
+def polars_type(hint: Any) -> pl.DataType:
+    """Return the polars type of a column annotation (``X | None`` is X: every column may be null)."""
+    hint = _without_none(hint)
+    if hint in _SCALARS:
+        return _SCALARS[hint]
+    if get_origin(hint) is Sequence:
+        return pl.List(polars_type(get_args(hint)[0]))
+    if is_typeddict(hint):
+        return pl.Struct({k: polars_type(v) for k, v in get_type_hints(hint).items()})
+    if is_dataclass(hint):
+        return pl.Struct(dict(schema_of(hint)))
+    raise TypeError(f"no polars type for the annotation {hint!r}")
 
-JUDGEMENT = pl.Struct(
-    {
-        "aspect": TEXT,
-        "pass_index": pl.Int64,
-        "ratings": pl.List(pl.Int64),
-        "rationales": pl.List(TEXT),
-        "error_kinds": pl.List(TEXT),
-        "shown_order": pl.List(pl.Int64),
-        "raw_text": TEXT,
-        "failure": TEXT,
-        "attempts": pl.Int64,
-        "cached": pl.Boolean,
-        "prompt_tokens": pl.Int64,
-        "completion_tokens": pl.Int64,
-    }
-)
 
-RATINGS = pl.Schema(
-    dict(GROUPED) | {"judge_model": TEXT, "judgements": pl.List(JUDGEMENT), "scores": pl.List(pl.Float64)}
-)
+def column_schema(row_type: type) -> dg.TableSchema:
+    """Return the Dagster column schema of a row type: names, types and descriptions, as the UI shows them."""
+    docs, schema = r.column_docs(row_type), schema_of(row_type)
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype), description=docs[name]) for name, dtype in schema.items()]
+    )
 
-DPO_PAIRS = pl.Schema(
-    {
-        "row_id": TEXT,
-        "prompt_id": TEXT,
-        "prompt": TEXT,
-        "chosen": MESSAGES,
-        "chosen_model": TEXT,
-        "chosen_rating": pl.Float64,
-        "rejected": MESSAGES,
-        "rejected_model": TEXT,
-        "rejected_rating": pl.Float64,
-        "margin": pl.Float64,
-    }
-    | STATUS
-)
 
-ARGILLA_RECORDS = pl.Schema(
-    {"row_id": TEXT, "prompt_id": TEXT, "record_id": TEXT, "record": TEXT, "pushed": pl.Boolean, "push_error": TEXT}
-    | STATUS
-)
+def _without_none(hint: Any) -> Any:
+    if get_origin(hint) in (Union, types.UnionType):
+        rest = [a for a in get_args(hint) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else hint
+    return hint
+
+
+MESSAGES = polars_type(r.column_types(r.PromptRow)["messages"])
+STATUS = {name: TEXT for name in r.STATUS_COLUMNS}
+PROMPTS = schema_of(r.PromptRow)
+GENERATIONS = schema_of(r.GenerationRow)
+GROUPED = schema_of(r.GroupedRow)
+JUDGEMENT = polars_type(r.Judgement)
+RATINGS = schema_of(r.RatingRow)
+DPO_PAIRS = schema_of(r.PairRow)
+ARGILLA_RECORDS = schema_of(r.RecordRow)
+HUMAN_FEEDBACK = schema_of(r.FeedbackRow)
+PREFERENCE_PAIRS = schema_of(r.PreferenceRow)
 
 
 def frame(rows: list[dict], schema: pl.Schema) -> pl.DataFrame:
@@ -92,3 +71,14 @@ def frame(rows: list[dict], schema: pl.Schema) -> pl.DataFrame:
     if extra:
         raise ValueError(f"rows carry columns not in the schema: {sorted(extra)}")
     return pl.DataFrame(rows, schema=schema)
+
+
+def to_frame(rows: Sequence[r.StageRow], row_type: type[r.StageRow]) -> pl.DataFrame:
+    """Return typed rows as a frame of their stage's schema."""
+    return pl.DataFrame([r.to_dict(row) for row in rows], schema=schema_of(row_type))
+
+
+def from_frame(data: pl.DataFrame, row_type: type[r.Row]) -> list[r.Row]:
+    """Return a stage's frame as typed rows (columns a stored partition lacks take their defaults)."""
+    known = set(r.column_names(row_type))
+    return [r.from_dict(row_type, {k: v for k, v in d.items() if k in known}) for d in data.iter_rows(named=True)]

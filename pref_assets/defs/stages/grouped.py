@@ -1,0 +1,30 @@
+"""`grouped`: one row per prompt, its answers aligned to the configured model order."""
+
+import dagster as dg
+import polars as pl
+
+from pref_assets.core.grouping import group_generations
+from pref_assets.core.rows import GroupedRow
+from pref_assets.defs import schemas
+from pref_assets.defs.checks import ledger_result
+from pref_assets.defs.stages.common import CODE_VERSION, Stage, prompt_rows, result
+
+STAGE = "grouped"
+
+
+def build_grouped(stage: Stage) -> dg.AssetsDefinition:
+    """Return the `grouped` asset."""
+    names = [g.name for g in stage.settings.generators]
+    max_rate = stage.settings.max_failure_rate
+
+    @dg.asset(description="One row per prompt: answers and model names in aligned lists, gaps visible.",
+              code_version=CODE_VERSION, check_specs=[stage.ledger(STAGE)], **stage.options(GroupedRow))  # fmt: skip
+    def grouped(
+        context: dg.AssetExecutionContext, prompts: pl.DataFrame, generations_by_model: pl.DataFrame
+    ) -> dg.MaterializeResult:
+        rows = group_generations(prompt_rows(prompts, context.partition_key), generations_by_model.to_dicts(), names)
+        out = schemas.frame(rows, schemas.GROUPED)
+        cols = ["prompt_id", "generation_models", "generation_status", "status", "reason"]
+        return result(out, cols, [ledger_result(STAGE, prompts, out, max_rate)])
+
+    return grouped

@@ -1,0 +1,81 @@
+"""`ratings`: the judge's verdicts on each prompt's answers, and each answer's score."""
+
+import dagster as dg
+import polars as pl
+
+from pref_assets.core.judge import UNPARSEABLE
+from pref_assets.core.quality import judge_report
+from pref_assets.core.rating import JudgeSpec, Outcome, judge_all, plan_tasks, rating_rows
+from pref_assets.core.rows import RatingRow
+from pref_assets.core.rubric import RUBRIC_VERSION
+from pref_assets.defs import schemas
+from pref_assets.defs.checks import PARSE_FAILURES, ledger_result, rate_result, warning_spec
+from pref_assets.defs.metadata import histogram_chart, report_metadata
+from pref_assets.defs.resources import LLMResource
+from pref_assets.defs.stages.common import CODE_VERSION, Stage, call_llm, result
+from pref_assets.settings import JudgeSettings, Settings
+
+STAGE = "ratings"
+
+
+def build_ratings(stage: Stage) -> dg.AssetsDefinition:
+    """Return the `ratings` asset."""
+    settings = stage.settings
+    judge = judge_spec(settings)
+    quality, max_rate = settings.quality, settings.max_failure_rate
+    limit = quality.max_judge_parse_failure_rate
+    checks = [stage.ledger(STAGE), warning_spec(PARSE_FAILURES, stage.partitions, limit)]
+
+    @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
+              code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=checks,
+              **stage.options(RatingRow, calls_llm=True))  # fmt: skip
+    def ratings(
+        context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame, grouped: pl.DataFrame
+    ) -> dg.MaterializeResult:
+        rows = grouped.to_dicts()
+        budget = stage.budget()
+        outcomes = judge_all(plan_tasks(rows, judge), lambda calls: call_llm(context, llm, budget, calls),
+                             judge.max_reasks)  # fmt: skip
+        rated = rating_rows(rows, outcomes, judge)
+        out = schemas.frame(rated, schemas.RATINGS)
+        cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
+        report = judge_report(rated)
+        unparseable = report["failures_by_reason"].get(UNPARSEABLE, 0)
+        checks = [
+            ledger_result(STAGE, prompts, out, max_rate),
+            rate_result(PARSE_FAILURES, unparseable, report["judge_calls"], limit),
+        ]
+        chart = histogram_chart(report["rating_histogram"])
+        return result(out, cols, checks, **report_metadata(report), **chart, **judge_tokens(outcomes, settings.judge))
+
+    return ratings
+
+
+def judge_tokens(outcomes: list[Outcome], judge: JudgeSettings) -> dict[str, dg.MetadataValue]:
+    """Return the judge's tokens, cached calls and cost over ``outcomes``."""
+    paid = [o for o in outcomes if not o.cached]
+    prompt, completion = sum(o.prompt_tokens for o in paid), sum(o.completion_tokens for o in paid)
+    cost = judge.cost_usd(prompt, completion)
+    return {
+        "prompt_tokens": dg.MetadataValue.int(sum(o.prompt_tokens for o in outcomes)),
+        "completion_tokens": dg.MetadataValue.int(sum(o.completion_tokens for o in outcomes)),
+        "cached_calls": dg.MetadataValue.int(len(outcomes) - len(paid)),
+        "cost_usd": dg.MetadataValue.float(round(cost, 6)),
+    }
+
+
+def judge_spec(settings: Settings) -> JudgeSpec:
+    """Return what the rating functions need to know of the configured judge."""
+    j = settings.judge
+    return JudgeSpec(
+        name=j.name,
+        endpoint=j.endpoint,
+        model=j.model,
+        params=tuple(j.params.items()),
+        aspects=tuple(j.aspects),
+        flavour=settings.endpoint(j.endpoint).structured_output,
+        shuffle=j.shuffle,
+        max_reasks=j.max_reasks,
+        position_swap=j.position_swap,
+        rate_single_answers=j.rate_single_answers,
+    )
