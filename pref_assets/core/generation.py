@@ -41,7 +41,12 @@ def plan_generations(prompts: Sequence[dict[str, Any]], generators: Sequence[Gen
         (
             p["prompt_id"],
             g.name,
-            Call(g.endpoint, g.model, tuple(prompt_messages(p)), tuple(g.params.items())),
+            Call(
+                g.endpoint,
+                g.model,
+                tuple(prompt_messages(p["instruction"], p.get("system_prompt"), p.get("messages"))),
+                tuple(g.params.items()),
+            ),
         )
         for p in prompts
         if p["status"] == status.OK

@@ -70,7 +70,7 @@ def format_pair(row: dict[str, Any], chosen: str, rejected: str) -> dict[str, An
     Chat (a ``messages`` row): ``prompt`` is the first user turn; chosen/rejected are the whole
     conversation plus the answer.
     """
-    context = prompt_messages(row)
+    context = prompt_messages(row["instruction"], row.get("system_prompt"), row.get("messages"))
     prompt = next(m["content"] for m in context if m["role"] == "user")
     return {
         "prompt": prompt,

@@ -85,7 +85,10 @@ def duplicate_form(text: str) -> str:
 
 
 def _duplicate_key(row: dict[str, Any]) -> str:
-    messages = [{"role": m["role"], "content": duplicate_form(m["content"])} for m in prompt_messages(row)]
+    messages = [
+        {"role": m["role"], "content": duplicate_form(m["content"])}
+        for m in prompt_messages(row["instruction"], row.get("system_prompt"), row.get("messages"))
+    ]
     return prompt_id(duplicate_form(row["instruction"]), messages)
 
 
@@ -120,7 +123,9 @@ def _fill_text(row: dict[str, Any], values: dict[str, Any], max_chars: int) -> s
         kind = type(instruction).__name__
         return "missing_instruction" if instruction is None else f"invalid_instruction: {kind}, not text"
     row["instruction"] = instruction
-    row["prompt_id"] = prompt_id(instruction, prompt_messages(row))
+    row["prompt_id"] = prompt_id(
+        instruction, prompt_messages(instruction, row.get("system_prompt"), row.get("messages"))
+    )
     if not instruction.strip():
         return "empty_instruction: empty or whitespace only"
     if len(instruction) > max_chars:

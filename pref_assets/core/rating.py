@@ -107,7 +107,9 @@ def _task(row: dict[str, Any], aspect: Aspect, judge: JudgeSpec, pass_index: int
     if pass_index == 1:
         shown = shown[::-1]
     answers = tuple(row["generations"][i] for i in shown)
-    messages = judge_messages(judged_prompt(row), answers, aspect)
+    messages = judge_messages(
+        judged_prompt(row["instruction"], row.get("system_prompt"), row.get("messages")), answers, aspect
+    )
     fmt = response_format(judge_schema(len(shown), aspect), judge.flavour)
     call = Call(judge.endpoint, judge.model, tuple(messages), judge.params, fmt)
     return Task(row["prompt_id"], aspect, shown, call, pass_index, answers)
