@@ -1,10 +1,12 @@
 """Asset checks per batch, evaluated inside the asset's own step: the row ledger (blocking) and quality warnings
 (duplicate prompts, empty answers, judge parse failures, ties).
 
-A ledger check compares a stage's rows with the batch's prompts, so a stage materialized on its own after an
-upstream one lost a row still fails. Running in the asset's step costs no extra step, process or pod per batch;
-a failed blocking check fails the step after its rows are stored, so downstream assets do not run and the rows
-stay there to be read.
+A ledger check compares a stage's rows with the batch's rows: the row ids the batch's last `prompts`
+materialization recorded (its row count gives them, `<batch>#0` ... `<batch>#n-1`), or, without such a record,
+the rows of the stage's direct upstream. So lineage reads as the chain of stages, and a stage materialized on its
+own after an upstream one lost a row still fails. Running in the asset's step costs no extra step, process or pod
+per batch; a failed blocking check fails the step after its rows are stored, so downstream assets do not run and
+the rows stay there to be read.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from pref_assets.core.ids import row_id
 from pref_assets.core.ledger import LedgerCheck, check_ledger
 
 LEDGER = "ledger"
@@ -43,11 +46,28 @@ def ledger_spec(stage: str, max_rate: float, partitions: dg.PartitionsDefinition
     )
 
 
-def ledger_result(stage: str, prompts: pl.DataFrame, rows: pl.DataFrame, max_rate: float) -> dg.AssetCheckResult:
-    """Return the ledger check of ``stage``: no prompt missing, every non-ok row explained, failure rate."""
-    ids = [c for c in ("row_id", "prompt_id") if c in rows.columns and c in prompts.columns]
+def batch_rows(context: dg.AssetExecutionContext) -> pl.DataFrame | None:
+    """Return the row ids of the batch as its last ``prompts`` materialization recorded them (None: no record)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("prompts"), asset_partitions=[context.partition_key]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    count = materialization.metadata.get("dagster/row_count") if materialization else None
+    if count is None:
+        return None
+    return pl.DataFrame({"row_id": [row_id(context.partition_key, i) for i in range(int(count.value))]})
+
+
+def ledger_result(
+    stage: str, upstream: pl.DataFrame, rows: pl.DataFrame, max_rate: float, batch: pl.DataFrame | None = None
+) -> dg.AssetCheckResult:
+    """Return the ledger check of ``stage``: no row of the batch missing (``batch``'s row ids when known, else
+    ``upstream``'s rows), every non-ok row explained, failure rate."""
+    keyed = "row_id" in rows.columns and rows["row_id"].null_count() == 0
+    expected = batch if batch is not None and keyed else upstream
+    ids = [c for c in ("row_id", "prompt_id") if c in rows.columns and c in expected.columns]
     ledger_rows = rows.select(*ids, "status", "failed_stage", "reason").to_dicts()
-    check = check_ledger(prompts.select(ids).to_dicts(), ledger_rows, stage)
+    check = check_ledger(expected.select(ids).to_dicts(), ledger_rows, stage)
     reasons = Counter(r.split(":")[0] for r in rows.filter(pl.col("failed_stage") == stage)["reason"].to_list())
     passed = check.passed and check.failure_rate <= max_rate
     return dg.AssetCheckResult(

@@ -11,10 +11,10 @@ import dagster as dg
 import polars as pl
 
 from pref_assets.clients.argilla import ArgillaClient, ArgillaError
-from pref_assets.core import feedback, status
+from pref_assets.core import feedback, rows, status
 from pref_assets.core.ids import join_column
 from pref_assets.defs import schemas
-from pref_assets.defs.checks import ledger_result, ledger_spec
+from pref_assets.defs.checks import batch_rows, ledger_result, ledger_spec
 from pref_assets.defs.io_manager import FRAME
 from pref_assets.defs.metadata import preview, status_metadata
 from pref_assets.defs.resources import ArgillaResource
@@ -34,7 +34,7 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
     max_rate = settings.max_failure_rate
 
     @dg.asset(description="Human labels from Argilla per prompt: mean rating and rank per answer, counts.",
-              code_version=CODE_VERSION, **common)  # fmt: skip
+              code_version=CODE_VERSION, metadata=_columns(rows.FeedbackRow), **common)  # fmt: skip
     def human_feedback(argilla: ArgillaResource, argilla_records: pl.DataFrame) -> dg.MaterializeResult:
         rows = argilla_records.to_dicts()
         if argilla.url:
@@ -48,9 +48,9 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
 
     @dg.asset(description="The final pairs: decided by human labels where present, by the judge otherwise.",
               code_version=CODE_VERSION, check_specs=[ledger_spec("preference_pairs", max_rate, partitions)],
-              **common)  # fmt: skip
+              metadata=_columns(rows.PreferenceRow), **common)  # fmt: skip
     def preference_pairs(
-        prompts: pl.DataFrame, ratings: pl.DataFrame, human_feedback: pl.DataFrame
+        context: dg.AssetExecutionContext, ratings: pl.DataFrame, human_feedback: pl.DataFrame
     ) -> dg.MaterializeResult:
         rated, labelled = ratings.to_dicts(), human_feedback.to_dicts()
         key = join_column(rated, labelled)
@@ -62,10 +62,14 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
         out = schemas.frame(rows, schemas.PREFERENCE_PAIRS)
         sources = Counter(r["pair_source"] for r in rows if r["status"] == status.OK)
         cols = ["prompt_id", "pair_source", "chosen_model", "rejected_model", "margin", "status", "reason"]
-        check = ledger_result("preference_pairs", prompts, out, max_rate)
+        check = ledger_result("preference_pairs", ratings, out, max_rate, batch_rows(context))
         return _output(out, cols, [check], pairs_by_source=dg.MetadataValue.json(dict(sources)))
 
     return [human_feedback, preference_pairs]
+
+
+def _columns(row_type: type) -> dict[str, dg.TableSchema]:
+    return {"dagster/column_schema": schemas.column_schema(row_type)}
 
 
 def _read_feedback(argilla: ArgillaResource, rows: list[dict], n_answers: int) -> tuple[list[dict], str]:

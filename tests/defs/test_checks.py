@@ -66,17 +66,16 @@ def test_unparseable_judge_answers_raise_a_warning_not_a_stop(tmp_path: Path) ->
 
 
 def test_a_stage_run_on_its_own_still_answers_for_every_prompt(tmp_path: Path) -> None:
+    instance = dg.DagsterInstance.ephemeral()
     with run_fake_openai(seed=1) as server:
         defs = build_definitions(_settings(server.base_url, tmp_path, 0.3))
-        defs.resolve_job_def(JOB_NAME).execute_in_process(
-            partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral()
-        )
+        defs.resolve_job_def(JOB_NAME).execute_in_process(partition_key="batch-00000", instance=instance)
     ratings = tmp_path / "ratings" / "batch-00000.parquet"
     pl.read_parquet(ratings).slice(1).write_parquet(ratings)  # a prompt lost upstream of dpo_pairs
     only_pairs = defs.resolve_implicit_global_asset_job_def()
     result = only_pairs.execute_in_process(
         partition_key="batch-00000",
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
         asset_selection=[dg.AssetKey("dpo_pairs")],
         raise_on_error=False,
     )

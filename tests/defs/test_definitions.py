@@ -21,11 +21,11 @@ def test_asset_graph_snapshot() -> None:
         "prompts": [],
         "generations_by_model": ["prompts"],
         "grouped": ["generations_by_model", "prompts"],
-        "ratings": ["grouped", "prompts"],  # every stage's ledger check reads the batch's prompts
-        "dpo_pairs": ["prompts", "ratings"],
-        "argilla_records": ["prompts", "ratings"],
+        "ratings": ["grouped"],
+        "dpo_pairs": ["ratings"],
+        "argilla_records": ["ratings"],
         "human_feedback": ["argilla_records"],
-        "preference_pairs": ["human_feedback", "prompts", "ratings"],
+        "preference_pairs": ["human_feedback", "ratings"],
         "preference_dataset": ["preference_pairs"],
     }
 
@@ -38,6 +38,21 @@ def test_every_asset_is_partitioned_by_batch_and_described() -> None:
         assert node.partitions_def is not None
         assert node.partitions_def.get_partition_keys()[0] == "batch-00000"
         assert node.description
+
+
+def test_every_batch_asset_shows_its_stored_columns_with_their_meaning() -> None:
+    from pref_assets.defs import schemas
+
+    graph = build_definitions(Settings()).resolve_asset_graph()
+    stored = {
+        "prompts": schemas.PROMPTS, "generations_by_model": schemas.GENERATIONS, "grouped": schemas.GROUPED,
+        "ratings": schemas.RATINGS, "dpo_pairs": schemas.DPO_PAIRS, "argilla_records": schemas.ARGILLA_RECORDS,
+        "human_feedback": schemas.HUMAN_FEEDBACK, "preference_pairs": schemas.PREFERENCE_PAIRS,
+    }  # fmt: skip
+    for name, schema in stored.items():
+        columns = graph.get(dg.AssetKey(name)).metadata["dagster/column_schema"].columns
+        assert [c.name for c in columns] == schema.names(), name
+        assert all(c.description for c in columns), name
 
 
 def test_embedded_prompt_set_gives_partitions_of_batch_size() -> None:

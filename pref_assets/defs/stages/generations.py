@@ -8,7 +8,7 @@ from pref_assets.core.generation import generation_row, plan_generations, upstre
 from pref_assets.core.quality import empty_answers
 from pref_assets.core.rows import GenerationRow
 from pref_assets.defs import schemas
-from pref_assets.defs.checks import EMPTY_ANSWERS, ledger_result, rate_result, warning_spec
+from pref_assets.defs.checks import EMPTY_ANSWERS, batch_rows, ledger_result, rate_result, warning_spec
 from pref_assets.defs.metadata import call_metadata, cost_usd
 from pref_assets.defs.resources import LLMResource
 from pref_assets.defs.stages.common import CODE_VERSION, Stage, call_llm, prompt_rows, result
@@ -42,7 +42,7 @@ def build_generations(stage: Stage) -> dg.AssetsDefinition:
             out,
             ["prompt_id", "model", "generation", "status", "reason"],
             [
-                ledger_result(STAGE, prompts, out, max_rate),
+                ledger_result(STAGE, prompts, out, max_rate, batch_rows(context)),
                 rate_result(EMPTY_ANSWERS, *empty_answers(out_rows), quality.max_empty_answer_rate),
             ],
             **call_metadata(out, "model"),

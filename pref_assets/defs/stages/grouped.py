@@ -6,7 +6,7 @@ import polars as pl
 from pref_assets.core.grouping import group_generations
 from pref_assets.core.rows import GroupedRow
 from pref_assets.defs import schemas
-from pref_assets.defs.checks import ledger_result
+from pref_assets.defs.checks import batch_rows, ledger_result
 from pref_assets.defs.stages.common import CODE_VERSION, Stage, prompt_rows, result
 
 STAGE = "grouped"
@@ -25,6 +25,6 @@ def build_grouped(stage: Stage) -> dg.AssetsDefinition:
         rows = group_generations(prompt_rows(prompts, context.partition_key), generations_by_model.to_dicts(), names)
         out = schemas.frame(rows, schemas.GROUPED)
         cols = ["prompt_id", "generation_models", "generation_status", "status", "reason"]
-        return result(out, cols, [ledger_result(STAGE, prompts, out, max_rate)])
+        return result(out, cols, [ledger_result(STAGE, prompts, out, max_rate, batch_rows(context))])
 
     return grouped

@@ -9,7 +9,7 @@ from pref_assets.core.rating import JudgeSpec, Outcome, judge_all, plan_tasks, r
 from pref_assets.core.rows import RatingRow
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
-from pref_assets.defs.checks import PARSE_FAILURES, ledger_result, rate_result, warning_spec
+from pref_assets.defs.checks import PARSE_FAILURES, batch_rows, ledger_result, rate_result, warning_spec
 from pref_assets.defs.metadata import histogram_chart, report_metadata
 from pref_assets.defs.resources import LLMResource
 from pref_assets.defs.stages.common import CODE_VERSION, Stage, call_llm, result
@@ -30,7 +30,7 @@ def build_ratings(stage: Stage) -> dg.AssetsDefinition:
               code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=checks,
               **stage.options(RatingRow, calls_llm=True))  # fmt: skip
     def ratings(
-        context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame, grouped: pl.DataFrame
+        context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame
     ) -> dg.MaterializeResult:
         rows = grouped.to_dicts()
         budget = stage.budget()
@@ -42,7 +42,7 @@ def build_ratings(stage: Stage) -> dg.AssetsDefinition:
         report = judge_report(rated)
         unparseable = report["failures_by_reason"].get(UNPARSEABLE, 0)
         checks = [
-            ledger_result(STAGE, prompts, out, max_rate),
+            ledger_result(STAGE, grouped, out, max_rate, batch_rows(context)),
             rate_result(PARSE_FAILURES, unparseable, report["judge_calls"], limit),
         ]
         chart = histogram_chart(report["rating_histogram"])

@@ -10,7 +10,7 @@ from pref_assets.core import status
 from pref_assets.core.records import build_record
 from pref_assets.core.rows import RecordRow
 from pref_assets.defs import schemas
-from pref_assets.defs.checks import ledger_result
+from pref_assets.defs.checks import batch_rows, ledger_result
 from pref_assets.defs.resources import ArgillaResource
 from pref_assets.defs.stages.common import CODE_VERSION, Stage, result
 
@@ -24,7 +24,7 @@ def build_records(stage: Stage) -> dg.AssetsDefinition:
     @dg.asset(description="Records for human review in Argilla; pushed when an Argilla URL is configured.",
               code_version=CODE_VERSION, check_specs=[stage.ledger(STAGE)], **stage.options(RecordRow))  # fmt: skip
     def argilla_records(
-        context: dg.AssetExecutionContext, argilla: ArgillaResource, prompts: pl.DataFrame, ratings: pl.DataFrame
+        context: dg.AssetExecutionContext, argilla: ArgillaResource, ratings: pl.DataFrame
     ) -> dg.MaterializeResult:
         rows = record_rows(ratings.to_dicts(), argilla.dataset, context.partition_key)
         target = "not pushed: no Argilla URL configured; records kept in this asset's Parquet file"
@@ -38,7 +38,7 @@ def build_records(stage: Stage) -> dg.AssetsDefinition:
                 client.close()
         out = schemas.frame(rows, schemas.ARGILLA_RECORDS)
         cols = ["prompt_id", "record_id", "pushed", "status", "reason"]
-        return result(out, cols, [ledger_result(STAGE, prompts, out, max_rate)], argilla=target)
+        return result(out, cols, [ledger_result(STAGE, ratings, out, max_rate, batch_rows(context))], argilla=target)
 
     return argilla_records
 
