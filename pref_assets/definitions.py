@@ -41,7 +41,7 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition = dg.i
             )
         ],
         resources={
-            "llm": build_llm_resource(settings.endpoints, settings.cache_path(), private_files=settings.private_files),
+            "llm": build_llm_resource(settings),
             "argilla": build_argilla_resource(settings.argilla),
             "parquet_io": ParquetIOManager(base_dir=settings.storage_dir, private_files=settings.private_files),
             "hub": build_hub_resource(settings),

@@ -1,6 +1,8 @@
 """Project configuration: a YAML file (``PREF_ASSETS_CONFIG`` or ./pref_assets.yaml) or the embedded default.
 
 API keys are never in this file: an endpoint names the environment variable that holds its key.
+The sections a Dagster resource holds (``EndpointSettings``, ``ArgillaSettings``) are Dagster ``Config`` classes:
+the resources carry them as they are, and read only the keys themselves through ``dg.EnvVar``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import dagster as dg
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pref_assets.core.cost import cost_usd
 from pref_assets.core.rubric import get_aspect
 
 EMBEDDED = "embedded"
@@ -48,12 +52,21 @@ def _env_name(value: str) -> str:
 EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
+# errors never repeat the input: it may be a credential put in the wrong place
+_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
 class _Strict(BaseModel):
-    # errors never repeat the input: it may be a credential put in the wrong place
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = _STRICT
 
 
-class EndpointSettings(_Strict):
+class _ResourceSettings(dg.Config):
+    """A section a Dagster resource holds as it is (its run config shows these fields; no key is among them)."""
+
+    model_config = _STRICT
+
+
+class EndpointSettings(_ResourceSettings):
     """An OpenAI-compatible server. ``base_url: embedded`` is the local llama.cpp server."""
 
     name: str
@@ -124,7 +137,7 @@ class ModelSettings(_Strict):
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Return what these tokens cost at this model's prices."""
-        return (prompt_tokens * self.price_input_per_million + completion_tokens * self.price_output_per_million) / 1e6
+        return cost_usd(prompt_tokens, completion_tokens, self.price_input_per_million, self.price_output_per_million)
 
 
 class JudgeSettings(ModelSettings):
@@ -188,7 +201,7 @@ class PairSettings(_Strict):
     min_margin: float = Field(0.0, ge=0)
 
 
-class ArgillaSettings(_Strict):
+class ArgillaSettings(_ResourceSettings):
     """Argilla target; records are pushed, and human labels read back, only when ``url`` is set.
 
     ``sensor_interval_s`` is how often the review sensor polls for new responses (it runs only when

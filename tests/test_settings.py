@@ -114,3 +114,20 @@ def test_a_judge_left_out_of_a_config_without_its_endpoint_is_named(tmp_path: Pa
 )
 def test_an_unknown_endpoint_is_named_by_its_field(tmp_path: Path, fields: dict[str, Any], expected: str) -> None:
     assert expected in _error(_config(tmp_path, **fields))
+
+
+def test_the_budget_and_the_cost_report_price_tokens_alike() -> None:
+    from dataclasses import replace
+
+    from pref_assets.clients.llm import ChatResult
+    from pref_assets.clients.runner import Prices
+    from pref_assets.core.calls import Call
+    from pref_assets.settings import ModelSettings, Settings
+
+    model = ModelSettings(name="g", endpoint="embedded", model="m", price_input_per_million=3.0,
+                          price_output_per_million=15.0)  # fmt: skip
+    settings = Settings(generators=[model, model.model_copy(update={"name": "h"})])
+    result = ChatResult("x", "stop", prompt_tokens=1000, completion_tokens=200, latency_s=0.1, attempts=1)
+    charged = Prices(settings.prices()).cost(Call("embedded", "m", ()), result)
+    assert charged == model.cost_usd(1000, 200) == pytest.approx(0.006)
+    assert Prices(settings.prices()).cost(Call("embedded", "m", ()), replace(result, cached=True)) == 0.0

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from pref_assets.clients.retry import RetryPolicy, retry_after_seconds
+from pref_assets.clients.transport import request_timeout
 from pref_assets.core.records import GUIDELINES, dataset_spec
 from pref_assets.core.secrets import Secrets
 
@@ -71,7 +72,7 @@ class ArgillaClient:
         self._http = httpx.Client(
             base_url=url.rstrip("/") + "/api/v1/",
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            timeout=request_timeout(timeout),
             transport=transport,
         )
         self._retry = retry or RetryPolicy()

@@ -23,6 +23,7 @@ from pref_assets.clients.transport import (
     KeepAliveTransport,
     ResponseTooLargeError,
     check_size,
+    request_timeout,
 )
 from pref_assets.core.secrets import Secrets, secret_fingerprint
 from pref_assets.core.text import encodable, encodable_values
@@ -91,7 +92,10 @@ class ChatResult:
 
 
 class ChatClient:
-    """Calls one endpoint; at most ``max_concurrency`` requests in flight; retries per ``retry``."""
+    """Calls one endpoint; at most ``max_concurrency`` requests in flight; retries per ``retry``.
+
+    ``timeout``: seconds for a whole answer (connecting within at most 10 of them), or an ``httpx.Timeout``.
+    """
 
     def __init__(
         self,
@@ -99,7 +103,7 @@ class ChatClient:
         *,
         api_key: str | None = None,
         max_concurrency: int = 8,
-        timeout: httpx.Timeout | None = None,
+        timeout: float | httpx.Timeout = 120.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         cache: RequestCache | None = None,
@@ -121,7 +125,7 @@ class ChatClient:
         self._secrets = Secrets.of(api_key) + (secrets or Secrets())
         # Answers cached under one key are never read with another (a wrong key must not pass on cached answers).
         self._namespace = secret_fingerprint(api_key)
-        self._extensions = {"timeout": (timeout or httpx.Timeout(120.0, connect=10.0)).as_dict()}
+        self._extensions = {"timeout": request_timeout(timeout).as_dict()}
         self._limiter = limiter or Limiter(max_concurrency=max_concurrency)
         # the longest a request waited for its turn (the limiter's window, pacing, a probe), in seconds, and what
         # the step log adds when that wait makes this endpoint the bottleneck

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pref_assets.clients.llm import CIRCUIT_OPEN, ChatClient, ChatRequest, ChatResult
 from pref_assets.core.calls import Call
+from pref_assets.core.cost import cost_usd
 
 ClientFactory = Callable[[str], ChatClient]
 Log = Callable[[str], None]
@@ -29,7 +30,7 @@ class Prices:
         if result.cached:
             return 0.0
         price_in, price_out = self.per_million.get((call.endpoint, call.model), (0.0, 0.0))
-        return (result.prompt_tokens * price_in + result.completion_tokens * price_out) / 1e6
+        return cost_usd(result.prompt_tokens, result.completion_tokens, price_in, price_out)
 
 
 @dataclass

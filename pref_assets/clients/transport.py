@@ -38,6 +38,14 @@ class ResponseTooLargeError(Exception):
         self.limit = limit
 
 
+def request_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
+    """Return ``timeout`` seconds for a whole request, of which connecting takes at most 10 (an ``httpx.Timeout``
+    is kept as it is)."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(timeout, connect=min(10.0, timeout))
+
+
 def check_size(size: int, limit: int | None) -> None:
     """Raise ``ResponseTooLargeError`` when ``size`` bytes are over ``limit`` (None: no limit)."""
     if limit is not None and size > limit:

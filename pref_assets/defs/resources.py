@@ -1,10 +1,13 @@
-"""Resources: LLM endpoints (with the embedded local server) and Argilla. Keys come from EnvVar."""
+"""Resources: LLM endpoints (with the embedded local server) and Argilla, built from the settings.
+
+Each resource holds its settings section as it is (``EndpointSettings``, ``ArgillaSettings``); the keys are the
+only other values, and they come from ``dg.EnvVar``, so they are never in run config or metadata.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
-import httpx
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from pref_assets.clients.argilla import ArgillaClient, ArgillaError
 from pref_assets.clients.cache import RequestCache
@@ -18,30 +21,19 @@ from pref_assets.clients.local_server import (
     default_threads,
 )
 from pref_assets.clients.retry import RetryPolicy
-from pref_assets.clients.transport import DEFAULT_MAX_RESPONSE_BYTES
 from pref_assets.core.secrets import Secrets
-from pref_assets.settings import EMBEDDED, ArgillaSettings, EndpointSettings
-
-
-class EndpointConfig(dg.Config):
-    """One OpenAI-compatible endpoint; ``api_key`` is set from an environment variable."""
-
-    name: str
-    base_url: str
-    api_key: str | None = None
-    max_concurrency: int = 8
-    timeout_s: float = 120.0
-    max_attempts: int = 4
-    rpm: float | None = None
-    tpm: float | None = None
-    structured_output: str = "json_object_schema"
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+from pref_assets.settings import EMBEDDED, ArgillaSettings, EndpointSettings, Settings
 
 
 class LLMResource(dg.ConfigurableResource):
-    """Builds chat clients per endpoint; starts the embedded model server when one is used."""
+    """Builds chat clients per endpoint; starts the embedded model server when one is used.
 
-    endpoints: list[EndpointConfig]
+    ``api_keys`` maps an endpoint's name to its key (read through ``dg.EnvVar`` from the variable its
+    ``api_key_env`` names); an endpoint without a key has no entry.
+    """
+
+    endpoints: list[EndpointSettings]
+    api_keys: dict[str, str] = Field(default_factory=dict)
     embedded_threads: int = default_threads()
     cache_path: str | None = None
     private_files: bool = True
@@ -52,7 +44,7 @@ class LLMResource(dg.ConfigurableResource):
             self._server.stop()
             self._server = None
 
-    def endpoint(self, name: str) -> EndpointConfig:
+    def endpoint(self, name: str) -> EndpointSettings:
         """Return the endpoint called ``name``."""
         for endpoint in self.endpoints:
             if endpoint.name == name:
@@ -69,28 +61,23 @@ class LLMResource(dg.ConfigurableResource):
         concurrency = EMBEDDED_CONCURRENCY if embedded else endpoint.max_concurrency
         client = ChatClient(
             self._base_url(endpoint),
-            api_key=endpoint.api_key or None,
+            api_key=self.api_keys.get(name) or None,
             max_concurrency=concurrency,
             max_response_bytes=endpoint.max_response_bytes,
             stream=embedded,
-            timeout=httpx.Timeout(endpoint.timeout_s, connect=min(10.0, endpoint.timeout_s)),
+            timeout=endpoint.timeout_s,
             retry=RetryPolicy(max_attempts=endpoint.max_attempts),
             cache=RequestCache(self.cache_path, private=self.private_files) if self.cache_path else None,
             endpoint_id=identity,
             # the other endpoints' keys too: whatever any server echoes, no configured key is stored
-            secrets=Secrets.of(*(e.api_key for e in self.endpoints)),
-            limiter=shared_limiter(
-                identity,
-                max_concurrency=concurrency,
-                rpm=endpoint.rpm,
-                tpm=endpoint.tpm,
-            ),
+            secrets=Secrets.of(*self.api_keys.values()),
+            limiter=shared_limiter(identity, max_concurrency=concurrency, rpm=endpoint.rpm, tpm=endpoint.tpm),
         )
         if embedded:
             client.bottleneck_note = EMBEDDED_BOTTLENECK
         return client
 
-    def _base_url(self, endpoint: EndpointConfig) -> str:
+    def _base_url(self, endpoint: EndpointSettings) -> str:
         if endpoint.base_url != EMBEDDED:
             return endpoint.base_url
         if self._server is None:
@@ -98,65 +85,61 @@ class LLMResource(dg.ConfigurableResource):
         return self._server.start()
 
 
-def _endpoint_identity(endpoint: EndpointConfig) -> str:
+def _endpoint_identity(endpoint: EndpointSettings) -> str:
     """Return what identifies an endpoint in cache keys: its URL, or the embedded model file."""
     if endpoint.base_url == EMBEDDED:
         return f"{EMBEDDED}:{EMBEDDED_MODEL_FILE}"
     return endpoint.base_url.rstrip("/")
 
 
-def build_llm_resource(
-    endpoints: list[EndpointSettings], cache_path: str | None, *, private_files: bool = True
-) -> LLMResource:
-    """Return the LLM resource for the configured endpoints; keys are read through ``dg.EnvVar``."""
+def build_llm_resource(settings: Settings) -> LLMResource:
+    """Return the LLM resource of the configured endpoints; keys are read through ``dg.EnvVar``."""
     return LLMResource(
-        endpoints=[_endpoint_config(e) for e in endpoints], cache_path=cache_path, private_files=private_files
-    )
-
-
-def _endpoint_config(e: EndpointSettings) -> EndpointConfig:
-    return EndpointConfig(
-        name=e.name,
-        base_url=e.base_url,
-        api_key=dg.EnvVar(e.api_key_env) if e.api_key_env else None,
-        max_concurrency=e.max_concurrency,
-        timeout_s=e.timeout_s,
-        max_attempts=e.max_attempts,
-        rpm=e.rpm,
-        tpm=e.tpm,
-        structured_output=e.structured_output,
-        max_response_bytes=e.max_response_bytes,
+        endpoints=settings.endpoints,
+        api_keys={e.name: dg.EnvVar(e.api_key_env) for e in settings.endpoints if e.api_key_env},
+        cache_path=settings.cache_path(),
+        private_files=settings.private_files,
     )
 
 
 class ArgillaResource(dg.ConfigurableResource):
-    """Where records go for human review; nothing is pushed unless ``url`` is set.
+    """Where records go for human review; nothing is pushed unless ``settings.url`` is set.
 
-    ``api_key_env`` only names the key's variable in error messages; ``api_key`` holds the key.
-    ``hf_token`` is sent as a bearer token, for an Argilla in a private Hugging Face Space.
+    ``api_key`` holds the key and ``hf_token`` the bearer token for an Argilla in a private Hugging Face Space,
+    both read through ``dg.EnvVar`` from the variables the settings name.
     """
 
-    url: str | None = None
+    settings: ArgillaSettings
     api_key: str | None = None
     hf_token: str | None = None
-    dataset: str = "pref-assets"
-    workspace: str = "argilla"
-    api_key_env: str = "ARGILLA_API_KEY"
-    timeout_s: float = 30.0
-    max_attempts: int = 4
+
+    @property
+    def url(self) -> str | None:
+        """Return the server's URL, or None when records are not pushed."""
+        return self.settings.url
+
+    @property
+    def dataset(self) -> str:
+        """Return the dataset's name."""
+        return self.settings.dataset
+
+    @property
+    def workspace(self) -> str:
+        """Return the workspace's name."""
+        return self.settings.workspace
 
     def client(self) -> ArgillaClient:
         """Return a client for the configured server."""
         if not self.url:
             raise ArgillaError("no Argilla URL configured (argilla.url in the configuration)")
         if not self.api_key:
-            raise ArgillaError(f"no Argilla API key: set the environment variable {self.api_key_env}")
+            raise ArgillaError(f"no Argilla API key: set the environment variable {self.settings.api_key_env}")
         return ArgillaClient(
             self.url,
             self.api_key,
-            timeout=self.timeout_s,
-            retry=RetryPolicy(max_attempts=self.max_attempts),
-            key_name=f"the API key in ${self.api_key_env}",
+            timeout=self.settings.timeout_s,
+            retry=RetryPolicy(max_attempts=self.settings.max_attempts),
+            key_name=f"the API key in ${self.settings.api_key_env}",
             bearer=self.hf_token or None,
         )
 
@@ -165,15 +148,10 @@ class ArgillaResource(dg.ConfigurableResource):
         return f"{self.url} dataset {self.workspace}/{self.dataset}"
 
 
-def build_argilla_resource(s: ArgillaSettings) -> ArgillaResource:
-    """Return the Argilla resource; its key is read through ``dg.EnvVar``."""
+def build_argilla_resource(settings: ArgillaSettings) -> ArgillaResource:
+    """Return the Argilla resource; its keys are read through ``dg.EnvVar`` (only when a URL is set)."""
     return ArgillaResource(
-        url=s.url,
-        api_key=dg.EnvVar(s.api_key_env) if s.url else None,
-        hf_token=dg.EnvVar(s.hf_token_env) if s.url and s.hf_token_env else None,
-        dataset=s.dataset,
-        workspace=s.workspace,
-        api_key_env=s.api_key_env,
-        timeout_s=s.timeout_s,
-        max_attempts=s.max_attempts,
+        settings=settings,
+        api_key=dg.EnvVar(settings.api_key_env) if settings.url else None,
+        hf_token=dg.EnvVar(settings.hf_token_env) if settings.url and settings.hf_token_env else None,
     )

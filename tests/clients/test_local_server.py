@@ -17,7 +17,8 @@ import pytest
 from pref_assets.clients.local_server import LocalModelServer
 from pref_assets.clients.runner import run_calls
 from pref_assets.core.calls import Call
-from pref_assets.defs.resources import EndpointConfig, LLMResource
+from pref_assets.defs.resources import LLMResource
+from pref_assets.settings import EndpointSettings
 
 SERVE_S = 0.6
 
@@ -83,7 +84,7 @@ def test_the_embedded_endpoint_gets_one_streamed_request_at_a_time_and_says_it_i
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         monkeypatch.setattr(LocalModelServer, "start", lambda self: url)
         # configured for 3 in flight and a timeout shorter than two answers in a row
-        endpoint = EndpointConfig(name="local", base_url="embedded", max_concurrency=3, timeout_s=1.0, max_attempts=2)
+        endpoint = EndpointSettings(name="local", base_url="embedded", max_concurrency=3, timeout_s=1.0, max_attempts=2)
         llm = LLMResource(endpoints=[endpoint])
         calls = [Call("local", "m", ({"role": "user", "content": f"q{i}"},)) for i in range(4)]
         lines: list[str] = []
