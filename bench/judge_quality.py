@@ -22,7 +22,9 @@ import dagster as dg
 import polars as pl
 
 from pref_assets.core.quality import judge_report, pair_report
+from pref_assets.core.rows import PairRow, RatingRow
 from pref_assets.definitions import JOB_NAME, build_definitions
+from pref_assets.defs.schemas import from_frame
 from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
 from pref_assets.testing.fake_openai import run_fake_openai
 
@@ -44,8 +46,8 @@ def main() -> None:
             .execute_in_process(partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral())
         )
         wall = time.perf_counter() - started
-        ratings = pl.read_parquet(Path(store) / "ratings" / "batch-00000.parquet").to_dicts()
-        pairs = pl.read_parquet(Path(store) / "dpo_pairs" / "batch-00000.parquet").to_dicts()
+        ratings = from_frame(pl.read_parquet(Path(store) / "ratings" / "batch-00000.parquet"), RatingRow)
+        pairs = from_frame(pl.read_parquet(Path(store) / "dpo_pairs" / "batch-00000.parquet"), PairRow)
     print(
         f"target={args.target} prompts={args.prompts} aspects={args.aspects} run_ok={result.success} wall={wall:.1f}s"
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +18,7 @@ import httpx
 from pref_assets.clients.retry import RetryPolicy, retry_after_seconds
 from pref_assets.clients.transport import request_timeout
 from pref_assets.core.records import GUIDELINES, dataset_spec
+from pref_assets.core.rows import RecordRow
 from pref_assets.core.secrets import Secrets
 
 CHUNK = 200
@@ -338,19 +339,19 @@ def _with_question_id(suggestion: Record, question_ids: dict[str, str]) -> Recor
 
 
 def push_records(
-    client: ArgillaClient, dataset: str, workspace: str, rows: list[dict[str, Any]], n_answers: int
-) -> tuple[list[dict[str, Any]], str]:
+    client: ArgillaClient, dataset: str, workspace: str, rows: Sequence[RecordRow], n_answers: int
+) -> tuple[list[RecordRow], str]:
     """Upsert the rows' records; return the rows marked pushed (or with the server's reason) and a summary."""
     dataset_id = client.ensure_dataset(dataset, workspace, dataset_spec(n_answers))
-    records = [json.loads(r["record"]) for r in rows if r["record"] is not None]
+    records = [json.loads(r.record) for r in rows if r.record is not None]
     report = client.upsert_records(dataset_id, records) if records else UpsertReport({})
     marked = [_mark(row, report) for row in rows]
-    pushed = sum(1 for row in marked if row["pushed"])
+    pushed = sum(1 for row in marked if row.pushed)
     return marked, f"pushed {pushed} of {len(records)} records to {client.url} dataset {workspace}/{dataset}"
 
 
-def _mark(row: dict[str, Any], report: UpsertReport) -> dict[str, Any]:
-    if row["record_id"] not in report.errors:
+def _mark(row: RecordRow, report: UpsertReport) -> RecordRow:
+    if row.record_id not in report.errors:
         return row
-    error = report.errors[row["record_id"]]
-    return row | {"pushed": error is None, "push_error": error}
+    error = report.errors[row.record_id]
+    return replace(row, pushed=error is None, push_error=error)

@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pref_assets.core import status
 from pref_assets.core.ids import stable_hash
 from pref_assets.core.pairs import LOWEST, pair_row
 from pref_assets.core.records import field_name, rating_question
+from pref_assets.core.rows import (
+    FeedbackRow,
+    PreferenceRow,
+    RatingRow,
+    RecordRow,
+    StageRow,
+    extend_row,
+    failed,
+    next_row,
+    skipped,
+)
 
 STAGE = "human_feedback"
 HUMAN = "human"
@@ -93,50 +103,36 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def feedback_row(record_row: Mapping[str, Any], record: Mapping[str, Any] | None, n_answers: int) -> dict[str, Any]:
+def feedback_row(record_row: RecordRow, record: Mapping[str, Any] | None, n_answers: int) -> FeedbackRow:
     """Return the human_feedback row of an argilla_records row, given its Argilla record (None: not found)."""
-    out = _empty(record_row)
-    if record_row["status"] != status.OK:
-        return out | _carried(record_row)
+    out = next_row(record_row, FeedbackRow, record_id=record_row.record_id)
+    if not record_row.ok:
+        return out
     if record is None:
-        return out | status.failure(STAGE, _missing_reason(record_row))
+        return failed(out, STAGE, _missing_reason(record_row))
     labels = aggregate_responses(record.get("responses") or [], n_answers)
-    out |= _label_columns(labels) | {"argilla_record_id": record["id"]}
+    out = replace(out, argilla_record_id=record["id"], **_label_columns(labels))
     if labels.submitted == 0:
-        return out | _skipped(NO_RESPONSE)
+        return skipped(out, STAGE, NO_RESPONSE)
     if not labels.has_labels():
-        return out | _skipped(NO_LABELS)
-    return out | status.ok()
+        return skipped(out, STAGE, NO_LABELS)
+    return out
 
 
-def _missing_reason(record_row: Mapping[str, Any]) -> str:
-    if record_row.get("push_error"):
-        return f"{NOT_IN_ARGILLA}: {record_row['push_error']}"
-    if not record_row.get("pushed"):
+def _missing_reason(record_row: RecordRow) -> str:
+    if record_row.push_error:
+        return f"{NOT_IN_ARGILLA}: {record_row.push_error}"
+    if not record_row.pushed:
         return f"{NOT_IN_ARGILLA}: never pushed; materialize argilla_records with argilla.url set"
     return f"{NOT_IN_ARGILLA}: pushed, but not in the dataset now"
 
 
-def unconfigured_row(record_row: Mapping[str, Any]) -> dict[str, Any]:
+def unconfigured_row(record_row: RecordRow) -> FeedbackRow:
     """Return the human_feedback row of one argilla_records row when no Argilla URL is configured."""
-    out = _empty(record_row)
-    if record_row["status"] != status.OK:
-        return out | _carried(record_row)
-    return out | _skipped(f"{NOT_CONFIGURED}: set argilla.url and the API key's environment variable")
-
-
-def _carried(record_row: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the status columns of a row that failed upstream, unchanged."""
-    return {k: record_row[k] for k in ("status", "failed_stage", "reason")}
-
-
-def _empty(record_row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "row_id": record_row.get("row_id"), "prompt_id": record_row["prompt_id"], "record_id": record_row["record_id"],
-        "argilla_record_id": None,
-        "human_ratings": None, "rating_counts": None, "human_ranking": None, "ranking_count": 0,
-        "submitted": 0, "comments": None,
-    }  # fmt: skip
+    out = next_row(record_row, FeedbackRow, record_id=record_row.record_id)
+    if not record_row.ok:
+        return out
+    return skipped(out, STAGE, f"{NOT_CONFIGURED}: set argilla.url and the API key's environment variable")
 
 
 def _label_columns(labels: HumanLabels) -> dict[str, Any]:
@@ -147,34 +143,46 @@ def _label_columns(labels: HumanLabels) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _skipped(reason: str) -> dict[str, str]:
-    return {"status": status.SKIPPED, "failed_stage": STAGE, "reason": reason}
+def preference_rows(
+    rated: Sequence[RatingRow], labelled: Sequence[FeedbackRow], *, min_margin: float = 0.0, rejected: str = LOWEST
+) -> list[PreferenceRow]:
+    """Return the final pair of each rated row, with the labels of its ok feedback row: joined by ``row_id``, or by
+    ``prompt_id`` for rows stored before row ids existed."""
+    key = _join_key(rated, labelled)
+    labels = {key(row): row for row in labelled if row.ok}
+    return [preference_row(r, labels.get(key(r)), min_margin=min_margin, rejected=rejected) for r in rated]
+
+
+def _join_key(*row_sets: Sequence[StageRow]) -> Callable[[StageRow], str | None]:
+    if all(row.row_id for rows in row_sets for row in rows):
+        return lambda row: row.row_id
+    return lambda row: row.prompt_id
 
 
 def preference_row(
-    rating_row: Mapping[str, Any],
-    feedback: Mapping[str, Any] | None,
+    rating_row: RatingRow,
+    feedback: FeedbackRow | None,
     *,
     min_margin: float = 0.0,
     rejected: str = LOWEST,
-) -> dict[str, Any]:
+) -> PreferenceRow:
     """Return the final pair of one prompt and its ``pair_source``: human labels decide when present.
 
     Human ratings go through the same selection as the judge's scores (``select_pair``). When people
     only ranked, the mean ranks decide; such a pair has no ratings and its margin is the rank gap.
     Without usable human labels the judge's scores decide.
     """
-    if feedback is None or feedback["status"] != status.OK or rating_row["status"] != status.OK:
-        return pair_row(dict(rating_row), min_margin=min_margin, rejected=rejected) | {"pair_source": JUDGE}
-    answered = rating_row["generations"]
-    ratings = _only_answered(feedback["human_ratings"], answered)
+    if feedback is None or not feedback.ok or not rating_row.ok:
+        return extend_row(pair_row(rating_row, min_margin=min_margin, rejected=rejected), PreferenceRow,
+                          pair_source=JUDGE)  # fmt: skip
+    answered = rating_row.generations
+    ratings = _only_answered(feedback.human_ratings, answered)
     if any(r is not None for r in ratings):
-        row = dict(rating_row) | {"scores": ratings} | status.ok()
-        return pair_row(row, min_margin=min_margin, rejected=rejected) | {"pair_source": HUMAN}
-    ranks = _only_answered(feedback["human_ranking"], answered)
-    row = dict(rating_row) | {"scores": [None if r is None else -r for r in ranks]} | status.ok()
-    pair = pair_row(row, rejected=rejected) | {"pair_source": HUMAN}
-    return pair | {"chosen_rating": None, "rejected_rating": None}
+        pair = pair_row(replace(rating_row, scores=ratings), min_margin=min_margin, rejected=rejected)
+        return extend_row(pair, PreferenceRow, pair_source=HUMAN)
+    ranks = _only_answered(feedback.human_ranking, answered)
+    pair = pair_row(replace(rating_row, scores=[None if r is None else -r for r in ranks]), rejected=rejected)
+    return extend_row(pair, PreferenceRow, pair_source=HUMAN, chosen_rating=None, rejected_rating=None)
 
 
 def _only_answered(values: Sequence[float | None], answers: Sequence[str | None]) -> list[float | None]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pref_assets.core import status
 from pref_assets.core.conversation import Message, prompt_messages
+from pref_assets.core.rows import GroupedRow, PairRow, RatingRow, next_row, skipped
 
 ALL_TIED = "all_tied"
 TOO_FEW = "fewer_than_two_rated_answers"
@@ -63,20 +64,19 @@ def select_pair(
     return Pair(chosen, last_worst, best - worst)
 
 
-def format_pair(row: dict[str, Any], chosen: str, rejected: str) -> dict[str, Any]:
-    """Return ``prompt``, ``chosen`` and ``rejected`` in the text or chat DPO layout.
+def format_pair(row: GroupedRow, chosen: str, rejected: str) -> PairRow:
+    """Return the pair row of ``row``'s prompt with ``prompt``, ``chosen`` and ``rejected`` in the text or chat
+    DPO layout.
 
     Text: ``prompt`` is the instruction; chosen/rejected are [system?, user, assistant].
     Chat (a ``messages`` row): ``prompt`` is the first user turn; chosen/rejected are the whole
     conversation plus the answer.
     """
-    context = prompt_messages(row["instruction"], row.get("system_prompt"), row.get("messages"))
+    context = prompt_messages(row.instruction, row.system_prompt, row.messages)
     prompt = next(m["content"] for m in context if m["role"] == "user")
-    return {
-        "prompt": prompt,
-        "chosen": _with_answer(context, chosen),
-        "rejected": _with_answer(context, rejected),
-    }
+    return next_row(
+        row, PairRow, prompt=prompt, chosen=_with_answer(context, chosen), rejected=_with_answer(context, rejected)
+    )
 
 
 def _with_answer(context: list[Message], answer: str) -> list[Message]:
@@ -99,28 +99,19 @@ def _text(answer: str | None) -> str | None:
     return None if answer is None else answer.strip()
 
 
-def pair_row(row: dict[str, Any], *, min_margin: float = 0.0, rejected: str = LOWEST) -> dict[str, Any]:
+def pair_row(row: RatingRow, *, min_margin: float = 0.0, rejected: str = LOWEST) -> PairRow:
     """Return the DPO row of one rated prompt: a pair, or no pair with a status and reason."""
-    out = {
-        "row_id": row.get("row_id"), "prompt_id": row["prompt_id"], "prompt": None, "chosen": None,
-        "chosen_model": None, "chosen_rating": None, "rejected": None, "rejected_model": None,
-        "rejected_rating": None, "margin": None,
-    }  # fmt: skip
-    if row["status"] != status.OK:
-        return out | {k: row[k] for k in ("status", "failed_stage", "reason")}
-    models, answers, scores = row["generation_models"], row["generations"], row["scores"]
-    choice = _distinct_pair(answers, scores, min_margin=min_margin, rejected=rejected, seed=row["prompt_id"])
+    if not row.ok:
+        return next_row(row, PairRow)
+    models, answers, scores = row.generation_models, row.generations, row.scores
+    choice = _distinct_pair(answers, scores, min_margin=min_margin, rejected=rejected, seed=row.prompt_id)
     if isinstance(choice, NoPair):
-        return out | {"status": status.SKIPPED, "failed_stage": status.STAGE_PAIRS, "reason": choice.reason}
-    return (
-        out
-        | format_pair(row, answers[choice.chosen], answers[choice.rejected])
-        | {
-            "chosen_model": models[choice.chosen],
-            "chosen_rating": scores[choice.chosen],
-            "rejected_model": models[choice.rejected],
-            "rejected_rating": scores[choice.rejected],
-            "margin": choice.margin,
-        }
-        | status.ok()
+        return skipped(next_row(row, PairRow), status.STAGE_PAIRS, choice.reason)
+    return replace(
+        format_pair(row, answers[choice.chosen], answers[choice.rejected]),
+        chosen_model=models[choice.chosen],
+        chosen_rating=scores[choice.chosen],
+        rejected_model=models[choice.rejected],
+        rejected_rating=scores[choice.rejected],
+        margin=choice.margin,
     )

@@ -29,6 +29,7 @@ from pref_assets.core.judge import (
     parse_verdicts,
     presentation_order,
 )
+from pref_assets.core.rows import GroupedRow, Judgement, RatingRow, extend_row, failed, skipped
 from pref_assets.core.rubric import Aspect, get_aspect
 from pref_assets.core.scoring import combine_scores, map_back
 
@@ -83,36 +84,34 @@ class Outcome:
 Runner = Callable[[Sequence[Call]], Sequence[Result]]
 
 
-def plan_tasks(rows: Sequence[dict[str, Any]], judge: JudgeSpec) -> list[Task]:
+def plan_tasks(rows: Sequence[GroupedRow], judge: JudgeSpec) -> list[Task]:
     """Return the judge tasks for every ok row and aspect (twice, in reversed order, with position swap); a row
     with fewer than two answers gets none unless ``judge.rate_single_answers``."""
     passes = (0, 1) if judge.position_swap else (0,)
     return [
         _task(row, get_aspect(a), judge, p)
         for row in rows
-        if row["status"] == status.OK and (judge.rate_single_answers or _answered(row) >= 2)
+        if row.ok and (judge.rate_single_answers or _answered(row) >= 2)
         for a in judge.aspects
         for p in passes
     ]
 
 
-def _answered(row: dict[str, Any]) -> int:
-    return sum(text is not None for text in row["generations"])
+def _answered(row: GroupedRow) -> int:
+    return sum(text is not None for text in row.generations or ())
 
 
-def _task(row: dict[str, Any], aspect: Aspect, judge: JudgeSpec, pass_index: int) -> Task:
-    answered = [i for i, text in enumerate(row["generations"]) if text is not None]
-    order = presentation_order(row["prompt_id"], len(answered)) if judge.shuffle else range(len(answered))
+def _task(row: GroupedRow, aspect: Aspect, judge: JudgeSpec, pass_index: int) -> Task:
+    answered = [i for i, text in enumerate(row.generations or ()) if text is not None]
+    order = presentation_order(row.prompt_id, len(answered)) if judge.shuffle else range(len(answered))
     shown = tuple(answered[k] for k in order)
     if pass_index == 1:
         shown = shown[::-1]
-    answers = tuple(row["generations"][i] for i in shown)
-    messages = judge_messages(
-        judged_prompt(row["instruction"], row.get("system_prompt"), row.get("messages")), answers, aspect
-    )
+    answers = tuple(row.generations[i] for i in shown)
+    messages = judge_messages(judged_prompt(row.instruction, row.system_prompt, row.messages), answers, aspect)
     fmt = response_format(judge_schema(len(shown), aspect), judge.flavour)
     call = Call(judge.endpoint, judge.model, tuple(messages), judge.params, fmt)
-    return Task(row["prompt_id"], aspect, shown, call, pass_index, answers)
+    return Task(row.prompt_id, aspect, shown, call, pass_index, answers)
 
 
 def judge_all(tasks: Sequence[Task], run: Runner, max_reasks: int) -> list[Outcome]:
@@ -180,49 +179,48 @@ def _outcome(task: Task, result: Result, attempt: int, call: Call) -> Outcome:
     return Outcome(task, verdicts, reason, result.text, attempt, *tokens, cached=result.cached)
 
 
-def rating_rows(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], judge: JudgeSpec) -> list[dict[str, Any]]:
+def rating_rows(rows: Sequence[GroupedRow], outcomes: Sequence[Outcome], judge: JudgeSpec) -> list[RatingRow]:
     """Return one row per grouped row: its judgements per aspect, combined scores, and status."""
     by_prompt: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
         by_prompt.setdefault(outcome.task.prompt_id, []).append(outcome)
     # A prompt id has at most one ok row in a batch (a repeat is a failed row), so only ok rows take judgements.
-    return [_rating_row(row, by_prompt.get(row["prompt_id"], []) if row["status"] == status.OK else [], judge)
-            for row in rows]  # fmt: skip
+    return [_rating_row(row, by_prompt.get(row.prompt_id, []) if row.ok else [], judge) for row in rows]
 
 
-def _rating_row(row: dict[str, Any], outcomes: list[Outcome], judge: JudgeSpec) -> dict[str, Any]:
-    n = len(row["generation_models"])
-    out = dict(row) | {"judge_model": judge.name, "judgements": [_judgement(o, n) for o in outcomes]}
-    if row["status"] != status.OK:
-        return out | {"scores": [None] * n}
+def _rating_row(row: GroupedRow, outcomes: list[Outcome], judge: JudgeSpec) -> RatingRow:
+    n = len(row.generation_models)
+    judgements = [_judgement(o, n) for o in outcomes]
+    rated = extend_row(row, RatingRow, judge_model=judge.name, judgements=judgements, scores=[None] * n)
+    if not row.ok:
+        return rated
     if not outcomes and _answered(row) < 2 and not judge.rate_single_answers:
-        skipped = {"status": status.SKIPPED, "failed_stage": status.STAGE_RATINGS, "reason": TOO_FEW_ANSWERS}
-        return out | {"scores": [None] * n} | skipped
-    failed = [o for o in outcomes if o.verdicts is None]
-    if failed:
-        kind = str(failed[0].reason).split(":")[0]
-        detail = kind + ": " + "; ".join(f"[{_label(o.task)}] {o.reason}" for o in failed)
-        return out | {"scores": [None] * n} | status.failure(status.STAGE_RATINGS, clip(detail, REASON_KEPT_BYTES))
-    by_aspect = {(j["aspect"], j["pass_index"]): j["ratings"] for j in out["judgements"]}
-    return out | {"scores": combine_scores(by_aspect, n)} | status.ok()
+        return skipped(rated, status.STAGE_RATINGS, TOO_FEW_ANSWERS)
+    unread = [o for o in outcomes if o.verdicts is None]
+    if unread:
+        kind = str(unread[0].reason).split(":")[0]
+        detail = kind + ": " + "; ".join(f"[{_label(o.task)}] {o.reason}" for o in unread)
+        return failed(rated, status.STAGE_RATINGS, clip(detail, REASON_KEPT_BYTES))
+    by_aspect = {(j.aspect, j.pass_index): j.ratings for j in judgements}
+    return replace(rated, scores=combine_scores(by_aspect, n), **status.ok())
 
 
-def _judgement(o: Outcome, n: int) -> dict[str, Any]:
+def _judgement(o: Outcome, n: int) -> Judgement:
     mapped = map_back(o.verdicts, o.task.shown, n) if o.verdicts else [None] * n
-    return {
-        "aspect": o.task.aspect.name,
-        "pass_index": o.task.pass_index,
-        "ratings": [v.rating if v else None for v in mapped],
-        "rationales": [clip(v.rationale, RATIONALE_KEPT_BYTES) if v else None for v in mapped],
-        "error_kinds": [v.error_kind if v else None for v in mapped],
-        "shown_order": list(o.task.shown),
-        "raw_text": clip(o.raw_text, RAW_TEXT_KEPT_BYTES),
-        "failure": clip(o.reason, REASON_KEPT_BYTES),
-        "attempts": o.attempts,
-        "cached": o.cached,
-        "prompt_tokens": o.prompt_tokens,
-        "completion_tokens": o.completion_tokens,
-    }
+    return Judgement(
+        aspect=o.task.aspect.name,
+        pass_index=o.task.pass_index,
+        ratings=[v.rating if v else None for v in mapped],
+        rationales=[clip(v.rationale, RATIONALE_KEPT_BYTES) if v else None for v in mapped],
+        error_kinds=[v.error_kind if v else None for v in mapped],
+        shown_order=list(o.task.shown),
+        raw_text=clip(o.raw_text, RAW_TEXT_KEPT_BYTES),
+        failure=clip(o.reason, REASON_KEPT_BYTES),
+        attempts=o.attempts,
+        cached=o.cached,
+        prompt_tokens=o.prompt_tokens,
+        completion_tokens=o.completion_tokens,
+    )
 
 
 def _label(task: Task) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from pref_assets.core.ids import record_uuid
+from pref_assets.core.rows import RatingRow, RecordRow, next_row
 
 MARGIN = "judge_margin"
 
@@ -19,35 +22,45 @@ def rating_question(slot: int) -> str:
     return f"rating_{slot + 1}"
 
 
-def build_record(row: dict[str, Any], *, dataset: str, batch: str) -> dict[str, Any]:
+def record_rows(rows: Sequence[RatingRow], *, dataset: str, batch: str) -> list[RecordRow]:
+    """Return the record row of each rated row: the record as JSON for an ok row, the status carried otherwise."""
+    return [_record_row(row, dataset=dataset, batch=batch) if row.ok else next_row(row, RecordRow) for row in rows]
+
+
+def build_record(row: RatingRow, *, dataset: str, batch: str) -> dict[str, Any]:
     """Return one record: instruction and answers as fields, judge scores as suggestions."""
-    models, answers, scores = row["generation_models"], row["generations"], row["scores"]
-    fields = {"instruction": row["instruction"]}
+    models, answers, scores = row.generation_models, row.generations, row.scores
+    fields = {"instruction": row.instruction}
     fields |= {field_name(i): a for i, a in enumerate(answers) if a is not None}
     suggestions = [
-        {"question_name": rating_question(i), "value": round(s), "agent": row["judge_model"], "type": "model"}
+        {"question_name": rating_question(i), "value": round(s), "agent": row.judge_model, "type": "model"}
         for i, s in enumerate(scores)
         if s is not None
     ]
-    metadata = {"topic": row.get("topic") or "unknown", "batch": batch, "models": ",".join(models)}
+    metadata = {"topic": row.topic or "unknown", "batch": batch, "models": ",".join(models)}
     metadata |= {f"judge_{rating_question(i)}": s for i, s in enumerate(scores) if s is not None}
     metadata |= _margin(scores)
-    suggestions += _ranking_suggestion(scores, row["judge_model"])
+    suggestions += _ranking_suggestion(scores, row.judge_model)
     return {
-        "id": record_uuid(dataset, row["prompt_id"]),
-        "external_id": row["prompt_id"],
+        "id": record_uuid(dataset, row.prompt_id),
+        "external_id": row.prompt_id,
         "fields": fields,
         "suggestions": suggestions,
         "metadata": metadata,
     }
 
 
-def _margin(scores: list[float | None]) -> dict[str, float]:
+def _record_row(row: RatingRow, *, dataset: str, batch: str) -> RecordRow:
+    record = build_record(row, dataset=dataset, batch=batch)
+    return next_row(row, RecordRow, record_id=record["id"], record=json.dumps(record, ensure_ascii=False))
+
+
+def _margin(scores: Sequence[float | None]) -> dict[str, float]:
     rated = [s for s in scores if s is not None]
     return {MARGIN: max(rated) - min(rated)} if len(rated) >= 2 else {}
 
 
-def _ranking_suggestion(scores: list[float | None], agent: str) -> list[dict[str, Any]]:
+def _ranking_suggestion(scores: Sequence[float | None], agent: str | None) -> list[dict[str, Any]]:
     rated = sorted((i for i, s in enumerate(scores) if s is not None), key=lambda i: -scores[i])
     if len(rated) < 2:
         return []

@@ -209,6 +209,28 @@ def failed(row: Row, stage: str, reason: str) -> Row:
     return replace_status(row, **st.failure(stage, reason))
 
 
+def skipped(row: Row, stage: str, reason: str) -> Row:
+    """Return ``row`` skipped at ``stage`` for ``reason`` (no output, nothing wrong)."""
+    return replace_status(row, status=st.SKIPPED, failed_stage=stage, reason=reason)
+
+
+def next_row(upstream: StageRow, cls: type[Row], **columns: Any) -> Row:
+    """Return the ``cls`` row of ``upstream``'s prompt: its key columns, its status when it did not pass, and
+    ``columns``; every other column takes its default."""
+    carried = {} if upstream.ok else upstream.carried()
+    return cls(row_id=upstream.row_id, prompt_id=upstream.prompt_id, **(carried | columns))
+
+
+def extend_row(row: StageRow, cls: type[Row], **columns: Any) -> Row:
+    """Return ``row`` as a row of ``cls``, a row type with all of ``row``'s columns and more, with ``columns`` set."""
+    return cls(**({name: getattr(row, name) for name in _field_names(type(row))} | columns))
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
 def _plain(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in fields(value)}

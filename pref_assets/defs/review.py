@@ -11,8 +11,8 @@ import dagster as dg
 import polars as pl
 
 from pref_assets.clients.argilla import ArgillaClient, ArgillaError
-from pref_assets.core import feedback, rows, status
-from pref_assets.core.ids import join_column
+from pref_assets.core import feedback
+from pref_assets.core.rows import FeedbackRow, PreferenceRow, RatingRow, RecordRow
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import batch_rows, ledger_result, ledger_spec
 from pref_assets.defs.io_manager import FRAME
@@ -25,7 +25,6 @@ CODE_VERSION = "1"
 SENSOR_NAME = "argilla_responses"
 
 
-
 def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Return ``human_feedback`` and ``preference_pairs``, partitioned like the pipeline."""
     common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io", "dagster_type": FRAME}
@@ -34,33 +33,29 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
     max_rate = settings.max_failure_rate
 
     @dg.asset(description="Human labels from Argilla per prompt: mean rating and rank per answer, counts.",
-              code_version=CODE_VERSION, metadata=_columns(rows.FeedbackRow), **common)  # fmt: skip
+              code_version=CODE_VERSION, metadata=_columns(FeedbackRow), **common)  # fmt: skip
     def human_feedback(argilla: ArgillaResource, argilla_records: pl.DataFrame) -> dg.MaterializeResult:
-        rows = argilla_records.to_dicts()
+        records = schemas.from_frame(argilla_records, RecordRow)
         if argilla.url:
-            out_rows, source = _read_feedback(argilla, rows, n_answers)
+            rows, source = _read_feedback(argilla, records, n_answers)
         else:
-            out_rows = [feedback.unconfigured_row(r) for r in rows]
+            rows = [feedback.unconfigured_row(r) for r in records]
             source = "no Argilla URL configured: no human labels; preference_pairs uses the judge"
-        out = schemas.frame(out_rows, schemas.HUMAN_FEEDBACK)
+        out = schemas.to_frame(rows, FeedbackRow)
         cols = ["prompt_id", "human_ratings", "human_ranking", "submitted", "status", "reason"]
         return _output(out, cols, [], argilla=dg.MetadataValue.text(source))
 
     @dg.asset(description="The final pairs: decided by human labels where present, by the judge otherwise.",
               code_version=CODE_VERSION, check_specs=[ledger_spec("preference_pairs", max_rate, partitions)],
-              metadata=_columns(rows.PreferenceRow), **common)  # fmt: skip
+              metadata=_columns(PreferenceRow), **common)  # fmt: skip
     def preference_pairs(
         context: dg.AssetExecutionContext, ratings: pl.DataFrame, human_feedback: pl.DataFrame
     ) -> dg.MaterializeResult:
-        rated, labelled = ratings.to_dicts(), human_feedback.to_dicts()
-        key = join_column(rated, labelled)
-        labels = {row[key]: row for row in labelled if row["status"] == status.OK}
-        rows = [
-            feedback.preference_row(r, labels.get(r[key]), min_margin=policy.min_margin, rejected=policy.rejected)
-            for r in rated
-        ]
-        out = schemas.frame(rows, schemas.PREFERENCE_PAIRS)
-        sources = Counter(r["pair_source"] for r in rows if r["status"] == status.OK)
+        rated = schemas.from_frame(ratings, RatingRow)
+        labelled = schemas.from_frame(human_feedback, FeedbackRow)
+        rows = feedback.preference_rows(rated, labelled, min_margin=policy.min_margin, rejected=policy.rejected)
+        out = schemas.to_frame(rows, PreferenceRow)
+        sources = Counter(r.pair_source for r in rows if r.ok)
         cols = ["prompt_id", "pair_source", "chosen_model", "rejected_model", "margin", "status", "reason"]
         check = ledger_result("preference_pairs", ratings, out, max_rate, batch_rows(context))
         return _output(out, cols, [check], pairs_by_source=dg.MetadataValue.json(dict(sources)))
@@ -72,14 +67,14 @@ def _columns(row_type: type) -> dict[str, dg.TableSchema]:
     return {"dagster/column_schema": schemas.column_schema(row_type)}
 
 
-def _read_feedback(argilla: ArgillaResource, rows: list[dict], n_answers: int) -> tuple[list[dict], str]:
-    ids = [r["prompt_id"] for r in rows if r["status"] == status.OK]
+def _read_feedback(argilla: ArgillaResource, rows: list[RecordRow], n_answers: int) -> tuple[list[FeedbackRow], str]:
+    ids = [r.prompt_id for r in rows if r.ok]
     try:
         with argilla.client() as client:
             found, progress = _fetch(client, argilla, ids)
     except ArgillaError as err:
         raise dg.Failure(description=f"Argilla: {err}") from err
-    out = [feedback.feedback_row(r, found.get(r["prompt_id"]), n_answers) for r in rows]
+    out = [feedback.feedback_row(r, found.get(r.prompt_id), n_answers) for r in rows]
     done = f"{progress['completed']} of {progress['total']} records completed"
     return out, f"read {len(found)} of {len(ids)} records from {argilla.target()} ({done})"
 

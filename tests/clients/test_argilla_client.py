@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 from pref_assets.clients.argilla import ArgillaClient, ArgillaError, push_records, spec_differences
 from pref_assets.clients.retry import RetryPolicy
 from pref_assets.core.records import build_record, dataset_spec
+from pref_assets.core.rows import RatingRow, RecordRow
 
 URL = "http://argilla.test"
 KEY = "sk-argilla-sentinel-31337"
@@ -82,9 +84,10 @@ def _client(handler: Any, **kwargs: Any) -> ArgillaClient:
     return ArgillaClient(URL, KEY, transport=httpx.MockTransport(handler), **options)
 
 
-def _row(pid: str, **extra: Any) -> dict[str, Any]:
-    return {"prompt_id": pid, "instruction": f"Q {pid}?", "topic": "t", "generation_models": ["m1", "m2"],
-            "generations": ["A", "B"], "scores": [4.0, 2.0], "judge_model": "judge"} | extra  # fmt: skip
+def _row(pid: str, **extra: Any) -> RatingRow:
+    base = {"prompt_id": pid, "instruction": f"Q {pid}?", "topic": "t", "generation_models": ["m1", "m2"],
+            "generations": ["A", "B"], "scores": [4.0, 2.0], "judge_model": "judge"}  # fmt: skip
+    return RatingRow(**(base | extra))
 
 
 def _records(n: int, bad: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
@@ -344,12 +347,12 @@ def test_search_follows_pages_until_the_total() -> None:
 def test_push_records_marks_each_row() -> None:
     fake = FakeArgilla()
     records = _records(3, frozenset({1}))
-    rows = [{"prompt_id": r["external_id"], "record_id": r["id"], "record": json.dumps(r), "pushed": False,
-             "push_error": None} for r in records]  # fmt: skip
-    rows.append(rows[0] | {"prompt_id": "failed", "record_id": None, "record": None})
+    rows = [RecordRow(prompt_id=r["external_id"], record_id=r["id"], record=json.dumps(r), pushed=False,
+                      push_error=None) for r in records]  # fmt: skip
+    rows.append(replace(rows[0], prompt_id="failed", record_id=None, record=None))
     marked, summary = push_records(_client(fake), "review", "argilla", rows, 2)
-    assert [r["pushed"] for r in marked] == [True, False, True, False]
-    assert marked[1]["push_error"].startswith("HTTP 422") and marked[3]["push_error"] is None
+    assert [r.pushed for r in marked] == [True, False, True, False]
+    assert marked[1].push_error.startswith("HTTP 422") and marked[3].push_error is None
     assert summary == f"pushed 2 of 3 records to {URL} dataset argilla/review"
 
 

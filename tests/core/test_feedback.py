@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,9 +20,11 @@ from pref_assets.core.feedback import (
     changed_batches,
     feedback_row,
     preference_row,
+    preference_rows,
     unconfigured_row,
 )
 from pref_assets.core.pairs import ALL_TIED, SMALL_MARGIN
+from pref_assets.core.rows import FeedbackRow, RatingRow, RecordRow
 
 NEVER_PUSHED = "never pushed; materialize argilla_records with argilla.url set"
 NONE = (None, None)
@@ -75,10 +78,10 @@ def test_comments_are_kept_trimmed_and_empty_ones_dropped() -> None:
     assert aggregate_responses(responses, 2).comments == ("harmful answer 2",)
 
 
-def _record_row(**extra: Any) -> dict[str, Any]:
+def _record_row(**extra: Any) -> RecordRow:
     base = {"prompt_id": "p1", "record_id": "r-stable", "pushed": True, "push_error": None,
             "status": "ok", "failed_stage": None, "reason": None}  # fmt: skip
-    return base | extra
+    return RecordRow(**(base | extra))
 
 
 def _record(*responses: dict[str, Any]) -> dict[str, Any]:
@@ -101,18 +104,18 @@ def _record(*responses: dict[str, Any]) -> dict[str, Any]:
         (_record_row(), _record(_response(ranking=_ranked(1, 0))), "ok", None, None),
     ],
 )  # fmt: skip
-def test_feedback_row_status(record_row: dict, record: dict | None, status: str, stage: str | None,
+def test_feedback_row_status(record_row: RecordRow, record: dict | None, status: str, stage: str | None,
                              reason: str | None) -> None:  # fmt: skip
     row = feedback_row(record_row, record, 2)
-    assert (row["status"], row["failed_stage"], row["reason"]) == (status, stage, reason)
-    assert (row["prompt_id"], row["record_id"]) == ("p1", "r-stable")
+    assert (row.status, row.failed_stage, row.reason) == (status, stage, reason)
+    assert (row.prompt_id, row.record_id) == ("p1", "r-stable")
 
 
 def test_feedback_row_carries_labels_and_the_argilla_id() -> None:
     row = feedback_row(_record_row(), _record(_response(rating_1=1, rating_2=5), _response(rating_1=2)), 2)
-    assert row["argilla_record_id"] == "r-server"
-    assert row["human_ratings"] == [1.5, 5.0] and row["rating_counts"] == [2, 1]
-    assert row["submitted"] == 2 and row["human_ranking"] == [None, None] and row["ranking_count"] == 0
+    assert row.argilla_record_id == "r-server"
+    assert row.human_ratings == [1.5, 5.0] and row.rating_counts == [2, 1]
+    assert row.submitted == 2 and row.human_ranking == [None, None] and row.ranking_count == 0
 
 
 @pytest.mark.parametrize(
@@ -123,22 +126,22 @@ def test_feedback_row_carries_labels_and_the_argilla_id() -> None:
          "failed", "all_generations_failed"),
     ],
 )  # fmt: skip
-def test_unconfigured_row(record_row: dict, status: str, reason_start: str) -> None:
+def test_unconfigured_row(record_row: RecordRow, status: str, reason_start: str) -> None:
     row = unconfigured_row(record_row)
-    assert row["status"] == status and row["reason"].startswith(reason_start)
-    assert row["human_ratings"] is None and row["submitted"] == 0
+    assert row.status == status and row.reason.startswith(reason_start)
+    assert row.human_ratings is None and row.submitted == 0
 
 
-def _rating_row(**extra: Any) -> dict[str, Any]:
+def _rating_row(**extra: Any) -> RatingRow:
     base = {"prompt_id": "p1", "instruction": "Q?", "system_prompt": None, "messages": None,
             "generation_models": ["m1", "m2", "m3"], "generations": ["first", "second", "third"],
             "scores": [5.0, 3.0, 1.0], "status": "ok", "failed_stage": None, "reason": None}  # fmt: skip
-    return base | extra
+    return RatingRow(**(base | extra))
 
 
-def _labels(ratings: list | None = None, ranking: list | None = None, status: str = "ok") -> dict[str, Any]:
-    return {"prompt_id": "p1", "human_ratings": ratings or [None] * 3, "human_ranking": ranking or [None] * 3,
-            "status": status}  # fmt: skip
+def _labels(ratings: list | None = None, ranking: list | None = None, status: str = "ok") -> FeedbackRow:
+    return FeedbackRow(prompt_id="p1", human_ratings=ratings or [None] * 3, human_ranking=ranking or [None] * 3,
+                       status=status)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -167,10 +170,10 @@ def _labels(ratings: list | None = None, ranking: list | None = None, status: st
          ("ok", HUMAN, "m3", "m1", 4.0, 2.0, 2.0)),
     ],
 )  # fmt: skip
-def test_preference_row(rating_row: dict, labels: dict | None, kwargs: dict, expected: tuple) -> None:
+def test_preference_row(rating_row: RatingRow, labels: FeedbackRow | None, kwargs: dict, expected: tuple) -> None:
     row = preference_row(rating_row, labels, **kwargs)
-    got = (row["status"], row["pair_source"], row["chosen_model"], row["rejected_model"],
-           row["chosen_rating"], row["rejected_rating"], row["margin"])  # fmt: skip
+    got = (row.status, row.pair_source, row.chosen_model, row.rejected_model,
+           row.chosen_rating, row.rejected_rating, row.margin)  # fmt: skip
     assert got == expected
 
 
@@ -178,17 +181,36 @@ def test_preference_row(rating_row: dict, labels: dict | None, kwargs: dict, exp
     ("labels", "reason"),
     [(_labels([3.0, 3.0, 3.0]), ALL_TIED), (_labels([4.0, 3.0, 3.5]), SMALL_MARGIN)],
 )
-def test_human_no_pair_keeps_the_reason(labels: dict, reason: str) -> None:
+def test_human_no_pair_keeps_the_reason(labels: FeedbackRow, reason: str) -> None:
     row = preference_row(_rating_row(), labels, min_margin=2)
-    assert (row["status"], row["reason"]) == ("skipped", reason)
+    assert (row.status, row.reason) == ("skipped", reason)
 
 
 def test_human_pair_has_the_dpo_layout() -> None:
     row = preference_row(_rating_row(system_prompt="Be brief."), _labels([1.0, 2.0, 5.0]))
-    assert row["prompt"] == "Q?"
-    assert row["chosen"][-1] == {"role": "assistant", "content": "third"}
-    assert row["rejected"][-1] == {"role": "assistant", "content": "first"}
-    assert row["chosen"][0] == {"role": "system", "content": "Be brief."}
+    assert row.prompt == "Q?"
+    assert row.chosen[-1] == {"role": "assistant", "content": "third"}
+    assert row.rejected[-1] == {"role": "assistant", "content": "first"}
+    assert row.chosen[0] == {"role": "system", "content": "Be brief."}
+
+
+def test_labels_join_by_row_id_so_a_repeated_prompt_takes_none() -> None:
+    original = _rating_row(row_id="b#0")
+    repeat = _rating_row(row_id="b#1", status="failed", failed_stage="prompts", reason="duplicate", scores=[None] * 3)
+    labels = [
+        replace(_labels([1.0, 2.0, 5.0]), row_id="b#0"),
+        FeedbackRow(row_id="b#1", prompt_id="p1", status="failed", failed_stage="prompts", reason="duplicate"),
+    ]
+    first, second = preference_rows([original, repeat], labels)
+    assert (first.row_id, first.pair_source, first.chosen_model) == ("b#0", HUMAN, "m3")
+    assert (second.row_id, second.pair_source, second.status, second.reason) == ("b#1", JUDGE, "failed", "duplicate")
+
+
+def test_labels_join_by_prompt_id_when_a_row_lacks_a_row_id() -> None:
+    [row] = preference_rows([_rating_row()], [_labels([1.0, 2.0, 5.0])], min_margin=2)
+    assert (row.pair_source, row.chosen_model, row.rejected_model, row.margin) == (HUMAN, "m3", "m1", 4.0)
+    [row] = preference_rows([_rating_row(row_id="b#0")], [replace(_labels([1.0, 2.0, 5.0]), row_id="b#1")])
+    assert row.pair_source == JUDGE
 
 
 def test_labels_without_ratings_or_ranking_have_no_labels() -> None:

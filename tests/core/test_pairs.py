@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from pref_assets.core.pairs import (
     pair_row,
     select_pair,
 )
+from pref_assets.core.rows import GroupedRow, RatingRow
 
 
 @pytest.mark.parametrize(
@@ -46,7 +48,7 @@ def test_chosen_is_never_rejected(scores: list[int]) -> None:
     assert isinstance(choice, NoPair) or choice.chosen != choice.rejected
 
 
-def _row(**extra: Any) -> dict[str, Any]:
+def _row(**extra: Any) -> RatingRow:
     base = {
         "prompt_id": "p",
         "instruction": "Q?",
@@ -59,25 +61,25 @@ def _row(**extra: Any) -> dict[str, Any]:
         "failed_stage": None,
         "reason": None,
     }
-    return base | extra
+    return RatingRow(**(base | extra))
 
 
 def test_text_pair_layout() -> None:
     row = pair_row(_row(system_prompt="Be kind."))
-    assert row["prompt"] == "Q?"
-    assert row["chosen"] == [
+    assert row.prompt == "Q?"
+    assert row.chosen == [
         {"role": "system", "content": "Be kind."},
         {"role": "user", "content": "Q?"},
         {"role": "assistant", "content": "good"},
     ]
-    assert row["rejected"][-1] == {"role": "assistant", "content": "bad"}
-    assert (row["chosen_model"], row["chosen_rating"], row["rejected_model"], row["rejected_rating"]) == (
+    assert row.rejected[-1] == {"role": "assistant", "content": "bad"}
+    assert (row.chosen_model, row.chosen_rating, row.rejected_model, row.rejected_rating) == (
         "m1",
         5.0,
         "m2",
         2.0,
     )
-    assert row["status"] == "ok"
+    assert row.status == "ok"
 
 
 def test_chat_pair_layout_keeps_the_conversation() -> None:
@@ -86,20 +88,20 @@ def test_chat_pair_layout_keeps_the_conversation() -> None:
         {"role": "assistant", "content": "Hello"},
         {"role": "user", "content": "Tell a joke"},
     ]
-    out = format_pair({"instruction": "Hi", "system_prompt": None, "messages": messages}, "A", "B")
-    assert out["prompt"] == "Hi"
-    assert out["chosen"] == [*messages, {"role": "assistant", "content": "A"}]
-    assert out["rejected"] == [*messages, {"role": "assistant", "content": "B"}]
+    out = format_pair(GroupedRow(instruction="Hi", system_prompt=None, messages=messages), "A", "B")
+    assert out.prompt == "Hi"
+    assert out.chosen == [*messages, {"role": "assistant", "content": "A"}]
+    assert out.rejected == [*messages, {"role": "assistant", "content": "B"}]
 
 
 def test_tied_prompt_is_skipped_with_reason() -> None:
     row = pair_row(_row(scores=[3.0, 3.0]))
-    assert (row["status"], row["reason"], row["chosen"]) == ("skipped", ALL_TIED, None)
+    assert (row.status, row.reason, row.chosen) == ("skipped", ALL_TIED, None)
 
 
 def test_failed_prompt_stays_failed() -> None:
     row = pair_row(_row(status="failed", failed_stage="ratings", reason="judge_unparseable: x", scores=[None, None]))
-    assert (row["status"], row["failed_stage"], row["reason"]) == (
+    assert (row.status, row.failed_stage, row.reason) == (
         "failed",
         "ratings",
         "judge_unparseable: x",
@@ -108,16 +110,16 @@ def test_failed_prompt_stays_failed() -> None:
 
 def test_identical_answer_texts_make_no_pair() -> None:
     row = pair_row(_row(generations=["same answer", "same answer "], scores=[5.0, 1.0]))
-    assert (row["status"], row["reason"], row["chosen"]) == ("skipped", "identical_answers", None)
+    assert (row.status, row.reason, row.chosen) == ("skipped", "identical_answers", None)
 
 
 def test_an_answer_identical_to_the_chosen_one_gives_way_to_a_different_one() -> None:
     row = _row(generation_models=["a", "b", "c"], generations=["Paris.", "Lyon.", "Paris. "], scores=[5.0, 1.0, 1.0])
     out = pair_row(row)
-    assert out["status"] == "ok"
-    assert (out["chosen_model"], out["rejected_model"], out["margin"]) == ("a", "b", 4.0)
-    row = row | {"generations": ["Paris.", "Paris.", "Paris. "], "scores": [5.0, 1.0, 1.0]}
-    assert pair_row(row)["reason"] == "identical_answers"
+    assert out.status == "ok"
+    assert (out.chosen_model, out.rejected_model, out.margin) == ("a", "b", 4.0)
+    row = replace(row, generations=["Paris.", "Paris.", "Paris. "], scores=[5.0, 1.0, 1.0])
+    assert pair_row(row).reason == "identical_answers"
 
 
 def test_random_lower_draws_any_lower_answer_deterministically() -> None:

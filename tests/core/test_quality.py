@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from typing import Any
-
 from pref_assets.core.quality import empty_answers, judge_report, pair_report, rating_histogram
+from pref_assets.core.rows import Judgement, PairRow, RatingRow
 
 
 def _judgement(
@@ -13,19 +12,19 @@ def _judgement(
     pass_index: int = 0,
     failure: str | None = None,
     attempts: int = 1,
-) -> dict[str, Any]:
-    return {
-        "aspect": aspect,
-        "pass_index": pass_index,
-        "ratings": ratings,
-        "shown_order": shown,
-        "failure": failure,
-        "attempts": attempts,
-    }
+) -> Judgement:
+    return Judgement(
+        aspect=aspect,
+        pass_index=pass_index,
+        ratings=ratings,
+        shown_order=shown,
+        failure=failure,
+        attempts=attempts,
+    )
 
 
-def _row(*judgements: dict[str, Any]) -> dict[str, Any]:
-    return {"generation_models": ["a", "b"], "judgements": list(judgements)}
+def _row(*judgements: Judgement) -> RatingRow:
+    return RatingRow(generation_models=["a", "b"], judgements=list(judgements))
 
 
 def test_first_position_win_rate_counts_only_decided_judgements() -> None:
@@ -66,11 +65,11 @@ def test_histogram_per_model_includes_na_and_skips_failures() -> None:
 
 def test_pair_report() -> None:
     rows = [
-        {"status": "ok", "reason": None, "margin": 2.0},
-        {"status": "ok", "reason": None, "margin": 1.0},
-        {"status": "skipped", "reason": "all_tied", "margin": None},
-        {"status": "skipped", "reason": "fewer_than_two_rated_answers", "margin": None},
-        {"status": "failed", "reason": "judge_unparseable: x", "margin": None},
+        PairRow(status="ok", reason=None, margin=2.0),
+        PairRow(status="ok", reason=None, margin=1.0),
+        PairRow(status="skipped", reason="all_tied", margin=None),
+        PairRow(status="skipped", reason="fewer_than_two_rated_answers", margin=None),
+        PairRow(status="failed", reason="judge_unparseable: x", margin=None),
     ]
     assert pair_report(rows) == {
         "pairs": 2,
@@ -84,9 +83,9 @@ def test_pair_report() -> None:
 
 def test_prompts_skipped_before_the_judge_do_not_count_as_judged() -> None:
     rows = [
-        {"status": "skipped", "failed_stage": "dpo_pairs", "reason": "all_tied", "margin": None},
-        {"status": "ok", "failed_stage": None, "reason": None, "margin": 1.0},
-        {"status": "skipped", "failed_stage": "ratings", "reason": "fewer_than_two_answers", "margin": None},
+        PairRow(status="skipped", failed_stage="dpo_pairs", reason="all_tied", margin=None),
+        PairRow(status="ok", failed_stage=None, reason=None, margin=1.0),
+        PairRow(status="skipped", failed_stage="ratings", reason="fewer_than_two_answers", margin=None),
     ]
     report = pair_report(rows)
     assert (report["judged"], report["ties"], report["tie_rate"]) == (2, 1, 0.5)

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pref_assets.core.ids import record_uuid
-from pref_assets.core.records import build_record, dataset_spec
+from pref_assets.core.records import build_record, dataset_spec, record_rows
+from pref_assets.core.rows import RatingRow
 
 
-def _row(**extra: Any) -> dict[str, Any]:
-    return {
+def _row(**extra: Any) -> RatingRow:
+    base = {
         "prompt_id": "abc",
         "instruction": "Q?",
         "topic": "math",
@@ -15,7 +17,8 @@ def _row(**extra: Any) -> dict[str, Any]:
         "generations": ["A", None, "C"],
         "scores": [4.0, None, 1.5],
         "judge_model": "org/judge-70b",
-    } | extra
+    }
+    return RatingRow(**(base | extra))
 
 
 def test_record_has_stable_ids_fields_and_suggestions() -> None:
@@ -60,3 +63,14 @@ def test_dataset_spec_matches_record_names() -> None:
     assert {s["question_name"] for s in record["suggestions"]} <= question_names
     assert set(record["metadata"]) <= metadata_names
     assert {"ranking", "comment"} <= question_names
+
+
+def test_record_rows_hold_the_record_of_an_ok_row_and_carry_a_failed_one() -> None:
+    failed = _row(prompt_id="dup", row_id="b#1", status="failed", failed_stage="prompts", reason="duplicate")
+    ok, carried = record_rows([_row(row_id="b#0"), failed], dataset="ds", batch="b")
+    assert (ok.row_id, ok.prompt_id, ok.record_id, ok.pushed, ok.push_error) == ("b#0", "abc", record_uuid("ds", "abc"),
+                                                                                  False, None)  # fmt: skip
+    assert json.loads(ok.record) == build_record(_row(), dataset="ds", batch="b")
+    assert (ok.status, ok.failed_stage, ok.reason) == ("ok", None, None)
+    assert (carried.row_id, carried.record_id, carried.record, carried.pushed) == ("b#1", None, None, False)
+    assert (carried.status, carried.failed_stage, carried.reason) == ("failed", "prompts", "duplicate")

@@ -5,7 +5,7 @@ import polars as pl
 
 from pref_assets.core.pairs import pair_row
 from pref_assets.core.quality import pair_report
-from pref_assets.core.rows import PairRow
+from pref_assets.core.rows import PairRow, RatingRow
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import TIES, batch_rows, ledger_result, rate_result, warning_spec
 from pref_assets.defs.metadata import report_metadata
@@ -23,8 +23,9 @@ def build_pairs(stage: Stage) -> dg.AssetsDefinition:
     @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
               code_version=CODE_VERSION, check_specs=checks, **stage.options(PairRow))  # fmt: skip
     def dpo_pairs(context: dg.AssetExecutionContext, ratings: pl.DataFrame) -> dg.MaterializeResult:
-        rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in ratings.to_dicts()]
-        out = schemas.frame(rows, schemas.DPO_PAIRS)
+        rated = schemas.from_frame(ratings, RatingRow)
+        rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in rated]
+        out = schemas.to_frame(rows, PairRow)
         cols = ["prompt_id", "chosen_model", "chosen_rating", "rejected_model", "rejected_rating", "status", "reason"]
         report = pair_report(rows)
         checks = [

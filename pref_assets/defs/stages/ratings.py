@@ -6,7 +6,7 @@ import polars as pl
 from pref_assets.core.judge import UNPARSEABLE
 from pref_assets.core.quality import judge_report
 from pref_assets.core.rating import JudgeSpec, Outcome, judge_all, plan_tasks, rating_rows
-from pref_assets.core.rows import RatingRow
+from pref_assets.core.rows import GroupedRow, RatingRow
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import PARSE_FAILURES, batch_rows, ledger_result, rate_result, warning_spec
@@ -29,15 +29,13 @@ def build_ratings(stage: Stage) -> dg.AssetsDefinition:
     @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
               code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=checks,
               **stage.options(RatingRow, calls_llm=True))  # fmt: skip
-    def ratings(
-        context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame
-    ) -> dg.MaterializeResult:
-        rows = grouped.to_dicts()
+    def ratings(context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame) -> dg.MaterializeResult:
+        rows = schemas.from_frame(grouped, GroupedRow)
         budget = stage.budget()
         outcomes = judge_all(plan_tasks(rows, judge), lambda calls: call_llm(context, llm, budget, calls),
                              judge.max_reasks)  # fmt: skip
         rated = rating_rows(rows, outcomes, judge)
-        out = schemas.frame(rated, schemas.RATINGS)
+        out = schemas.to_frame(rated, RatingRow)
         cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
         report = judge_report(rated)
         unparseable = report["failures_by_reason"].get(UNPARSEABLE, 0)
