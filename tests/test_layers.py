@@ -134,3 +134,10 @@ def test_imports_are_read_wherever_and_however_they_are_written(tmp_path: Path, 
     module.write_text(source)
     names = [i.module for i in imports(module, tmp_path / "pref_assets")]
     assert all(any(n.startswith(f) for n in names) for f in found), names
+
+
+def test_the_wheel_leaves_the_test_servers_out() -> None:
+    import tomllib
+
+    wheel = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]
+    assert "pref_assets/testing" in wheel["wheel"]["exclude"]
