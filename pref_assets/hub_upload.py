@@ -1,4 +1,4 @@
-"""Publish the final preference set: a local Parquet copy with its card, and the Hugging Face Hub if configured."""
+"""Upload the final preference set: a local Parquet copy with its card, and the Hugging Face Hub if configured."""
 
 from __future__ import annotations
 

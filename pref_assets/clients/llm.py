@@ -182,48 +182,48 @@ class ChatClient:
                     self.longest_wait = max(self.longest_wait, time.perf_counter() - queued)
                     refusal = admit() if admit is not None else None
                     if refusal is not None:
-                        return _Outcome.failed(REFUSED, refusal, retryable=False).result(0.0, others + limited)
+                        return _Reply.failed(REFUSED, refusal, retryable=False).result(0.0, others + limited)
                     if ticket.since is None:
                         ticket.since = self._limiter.successes
-                    outcome = await self._attempt(request)
-                    self._report(outcome, estimate, ticket)
+                    reply = await self._attempt(request)
+                    self._report(reply, estimate, ticket)
             except CircuitOpenError as err:
-                outcome = _Outcome.failed(CIRCUIT_OPEN, str(err), retryable=False)
-            limited += outcome.status == 429
-            others += outcome.status != 429
+                reply = _Reply.failed(CIRCUIT_OPEN, str(err), retryable=False)
+            limited += reply.status == 429
+            others += reply.status != 429
             spent = others >= self._retry.max_attempts or limited >= self._retry.max_rate_limited
-            if not outcome.retryable or spent:
-                return outcome.result(time.perf_counter() - started, others + limited)
-            await asyncio.sleep(self._retry.delay(others + limited, outcome.retry_after))
+            if not reply.retryable or spent:
+                return reply.result(time.perf_counter() - started, others + limited)
+            await asyncio.sleep(self._retry.delay(others + limited, reply.retry_after))
 
-    def _report(self, outcome: _Outcome, estimate: int, ticket: _Ticket) -> None:
-        if outcome.error_kind is None:
-            self._limiter.record_success(sum(outcome.usage), estimate, outcome.headers)
-        elif outcome.status == 429:
-            self._limiter.record_rate_limited(outcome.retry_after, outcome.headers)
-        elif outcome.unreachable:
-            self._limiter.record_unreachable(str(outcome.error))
-        elif outcome.retryable:
+    def _report(self, reply: _Reply, estimate: int, ticket: _Ticket) -> None:
+        if reply.error_kind is None:
+            self._limiter.record_success(sum(reply.usage), estimate, reply.headers)
+        elif reply.status == 429:
+            self._limiter.record_rate_limited(reply.retry_after, reply.headers)
+        elif reply.unreachable:
+            self._limiter.record_unreachable(str(reply.error))
+        elif reply.retryable:
             probe = functools.partial(self.probe, ticket.model)
-            self._limiter.record_failure(str(outcome.error), request=ticket, since=ticket.since or 0, probe=probe)
+            self._limiter.record_failure(str(reply.error), request=ticket, since=ticket.since or 0, probe=probe)
 
     async def probe(self, model: str) -> str | None:
         """Ask the endpoint a minimal question (one token; outside the limiter, never cached) and return None if it
         answered 2xx, else what went wrong, naming the endpoint."""
-        outcome = await self._attempt(ChatRequest(model, PROBE_MESSAGES, {"max_tokens": 1}))
-        if outcome.error_kind is None or 200 <= outcome.status < 300:
+        reply = await self._attempt(ChatRequest(model, PROBE_MESSAGES, {"max_tokens": 1}))
+        if reply.error_kind is None or 200 <= reply.status < 300:
             return None
-        return f"a health probe to {self._url} (model {model}) failed too: {outcome.error}"
+        return f"a health probe to {self._url} (model {model}) failed too: {reply.error}"
 
-    async def _attempt(self, request: ChatRequest) -> _Outcome:
-        outcome = await self._exchange(request)
+    async def _attempt(self, request: ChatRequest) -> _Reply:
+        reply = await self._exchange(request)
         if not self._secrets:
-            return outcome
+            return reply
         # a server that echoes the key ("invalid token sk-...") must not put it in rows, metadata or logs
-        text = self._secrets.mask(outcome.text) if outcome.text else outcome.text
-        return replace(outcome, text=text, error=self._secrets.mask(outcome.error) if outcome.error else None)
+        text = self._secrets.mask(reply.text) if reply.text else reply.text
+        return replace(reply, text=text, error=self._secrets.mask(reply.error) if reply.error else None)
 
-    async def _exchange(self, request: ChatRequest) -> _Outcome:
+    async def _exchange(self, request: ChatRequest) -> _Reply:
         body = request.body()
         for name in self.dropped:
             body.pop(name, None)
@@ -232,14 +232,14 @@ class ChatClient:
         try:
             response = _masked(await self._post(body), self._secrets)
         except ResponseTooLargeError as err:  # the same request would get the same answer
-            return _Outcome.failed(RESPONSE_TOO_LARGE, str(err), retryable=False)
+            return _Reply.failed(RESPONSE_TOO_LARGE, str(err), retryable=False)
         except httpx.TimeoutException as err:
-            failed = _Outcome.failed(TIMEOUT, f"{type(err).__name__}: no answer in time", retryable=True)
+            failed = _Reply.failed(TIMEOUT, f"{type(err).__name__}: no answer in time", retryable=True)
             return replace(failed, unreachable=isinstance(err, httpx.ConnectTimeout))
         except httpx.LocalProtocolError as err:  # the request cannot be written as it is; sending again won't help
-            return _Outcome.failed(INVALID_REQUEST, f"{type(err).__name__}: {err}", retryable=False)
+            return _Reply.failed(INVALID_REQUEST, f"{type(err).__name__}: {err}", retryable=False)
         except httpx.TransportError as err:
-            failed = _Outcome.failed(CONNECTION_ERROR, f"{type(err).__name__}: {err}", retryable=True)
+            failed = _Reply.failed(CONNECTION_ERROR, f"{type(err).__name__}: {err}", retryable=True)
             return replace(failed, unreachable=isinstance(err, httpx.ConnectError))
         if response.status_code != 200:
             message = _error_message(response)
@@ -248,7 +248,7 @@ class ChatClient:
                 self.dropped[rejected] = self._secrets.mask(message)
                 return await self._exchange(request)
             return replace(
-                _Outcome.failed(
+                _Reply.failed(
                     HTTP_ERROR,
                     f"HTTP {response.status_code}: {message}",
                     retryable=self._retry.should_retry(response.status_code),
@@ -352,7 +352,9 @@ def default_transport(
 
 
 @dataclass(frozen=True, slots=True)
-class _Outcome:
+class _Reply:
+    """What one HTTP attempt brought back: the answer, or an error kind and whether another attempt may help."""
+
     text: str | None = None
     finish_reason: str | None = None
     usage: tuple[int, int] = (0, 0)
@@ -365,7 +367,7 @@ class _Outcome:
     unreachable: bool = False  # the server was not reached (connection refused or timed out, unknown host)
 
     @classmethod
-    def failed(cls, kind: str, message: str, *, retryable: bool, retry_after: float | None = None) -> _Outcome:
+    def failed(cls, kind: str, message: str, *, retryable: bool, retry_after: float | None = None) -> _Reply:
         return cls(error_kind=kind, error=message, retryable=retryable, retry_after=retry_after)
 
     def result(self, latency_s: float, attempts: int) -> ChatResult:
@@ -423,7 +425,7 @@ def _cacheable(result: ChatResult) -> dict[str, Any]:
     }
 
 
-def _parse_completion(response: httpx.Response) -> _Outcome:
+def _parse_completion(response: httpx.Response) -> _Reply:
     """Read a 200 answer: its text, or why there is none, with the finish reason, usage and rate headers."""
     headers = _rate_headers(response)
     try:
@@ -431,10 +433,10 @@ def _parse_completion(response: httpx.Response) -> _Outcome:
         body = encodable_values(json.loads(response.content.decode("utf-8", errors="replace")))
     except ValueError as err:
         problem = f"completion is not JSON ({err}): {response.text[:200]!r}"
-        return _Outcome(error_kind=BAD_RESPONSE, error=problem, retryable=True, status=200, headers=headers)
+        return _Reply(error_kind=BAD_RESPONSE, error=problem, retryable=True, status=200, headers=headers)
     choices = body.get("choices") if isinstance(body, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return _error_body_outcome(body, response, headers)
+        return _error_body_reply(body, response, headers)
     choice = choices[0]
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     finish = choice.get("finish_reason")
@@ -442,19 +444,19 @@ def _parse_completion(response: httpx.Response) -> _Outcome:
     usage = _usage(body.get("usage"))
     text = _content_text(message.get("content"))
     if text is not None:
-        return _Outcome(text=text, finish_reason=finish, usage=usage, status=200, headers=headers)
+        return _Reply(text=text, finish_reason=finish, usage=usage, status=200, headers=headers)
     if message.get("refusal"):
         problem = f"the model refused: {str(message['refusal'])[:300]}"
     else:
         problem = "completion has no text content" + (f" (finish_reason {finish})" if finish else "")
         if message.get("reasoning_content") or message.get("reasoning"):
             problem += "; the answer held only reasoning"
-    return _Outcome(
+    return _Reply(
         finish_reason=finish, usage=usage, error_kind=BAD_RESPONSE, error=problem, status=200, headers=headers
     )
 
 
-def _error_body_outcome(body: Any, response: httpx.Response, headers: dict[str, str]) -> _Outcome:
+def _error_body_reply(body: Any, response: httpx.Response, headers: dict[str, str]) -> _Reply:
     """Some servers answer 200 with an error body (``{"error": ...}``, vLLM's ``{"object": "error", "code": 404}``);
     a code that says the request itself is wrong (4xx other than 408/409/429) is not retried."""
     error = body.get("error") if isinstance(body, dict) else None
@@ -462,12 +464,12 @@ def _error_body_outcome(body: Any, response: httpx.Response, headers: dict[str, 
         error = body
     if not error:
         problem = f"completion has no choices: {response.text[:200]!r}"
-        return _Outcome(error_kind=BAD_RESPONSE, error=problem, retryable=True, status=200, headers=headers)
+        return _Reply(error_kind=BAD_RESPONSE, error=problem, retryable=True, status=200, headers=headers)
     code = error.get("code") if isinstance(error, dict) else None
     code = code if isinstance(code, int) and not isinstance(code, bool) else None
     retryable = code is None or not 400 <= code < 500 or RetryPolicy().should_retry(code)
     problem = f"server error{f' {code}' if code else ''}: {_error_text(error)}"
-    return _Outcome(error_kind=BAD_RESPONSE, error=problem, retryable=retryable, status=200, headers=headers)
+    return _Reply(error_kind=BAD_RESPONSE, error=problem, retryable=retryable, status=200, headers=headers)
 
 
 def _content_text(content: object) -> str | None:

@@ -185,7 +185,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     ) -> httpx.Response:
         conn = await self._checkout(origin, timeouts.get("connect"), fresh=fresh)
         try:
-            head, body, keep = await self._exchange(conn, payload, request.method, timeouts)
+            head, body, keep = await self._round_trip(conn, payload, request.method, timeouts)
         except BaseException:
             conn.close()
             raise
@@ -196,9 +196,11 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             conn.close()
         return httpx.Response(head.status, headers=head.headers, content=body, request=request)
 
-    async def _exchange(
+    async def _round_trip(
         self, conn: _Connection, payload: bytes, method: str, timeouts: dict[str, float | None]
     ) -> tuple[_Head, bytes, bool]:
+        """Write the request on ``conn`` and read the response; return its head, its body and whether the
+        connection can carry another request."""
         try:
             conn.writer.write(payload)
             if conn.writer.transport.get_write_buffer_size():  # the socket did not take it all at once

@@ -11,7 +11,7 @@ from pref_assets.core.card import CardFacts, render_card
 from pref_assets.core.paths import contained_path
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.export import collect_pairs, partition_files
-from pref_assets.publish import push, write_local
+from pref_assets.hub_upload import push, write_local
 from pref_assets.settings import Settings
 
 

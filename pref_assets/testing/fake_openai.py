@@ -109,8 +109,9 @@ def error_reply(status: int, message: str, kind: str, headers: tuple[tuple[bytes
 # ---------------------------------------------------------------- rate limiting
 
 
-class TokenBucket:
-    """Refills ``rate`` tokens per second up to ``capacity``; each request takes one."""
+class RequestQuota:
+    """The fake server's request rate limit, a token bucket: refills ``rate`` tokens per second up to
+    ``capacity``; each request takes one."""
 
     def __init__(self, rate: float, capacity: float) -> None:
         self.rate = rate
@@ -134,7 +135,7 @@ class TokenBucket:
         self.stamp = time.monotonic()
 
 
-def rate_limit_headers(bucket: TokenBucket, wait: float) -> tuple[tuple[bytes, bytes], ...]:
+def rate_limit_headers(bucket: RequestQuota, wait: float) -> tuple[tuple[bytes, bytes], ...]:
     """Return ``Retry-After`` (fractional seconds, rounded up) and the ``x-ratelimit-*`` headers of a 429."""
     return (
         (b"retry-after", f"{math.ceil(wait * 100) / 100:.2f}".encode()),
@@ -652,7 +653,7 @@ class FakeOpenAI:
         self.config = config
         self.stats = Stats()
         self.rng = random.Random(config.seed)
-        self.bucket = TokenBucket(config.rpm / 60.0, config.burst) if config.rpm else None
+        self.bucket = RequestQuota(config.rpm / 60.0, config.burst) if config.rpm else None
         self.number = 0
         self.routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self.chat,

@@ -14,7 +14,7 @@ from pref_assets.definitions import JOB_NAME, build_definitions
 from pref_assets.defs.io_manager import partition_path
 from pref_assets.defs.partitions import FOLDER_PARTITIONS
 from pref_assets.export import collect_pairs
-from pref_assets.publish import write_local
+from pref_assets.hub_upload import write_local
 from pref_assets.settings import Settings
 
 ESCAPING_KEYS = [

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from pref_assets.definitions import build_definitions
-from pref_assets.publish import push
+from pref_assets.hub_upload import push
 from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
 from pref_assets.testing.fake_openai import run_fake_openai
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pref_assets.core.prompts import PromptSourceError
-from pref_assets.publish import PublishError, push
+from pref_assets.hub_upload import PublishError, push
 from pref_assets.settings import SourceSettings
 from pref_assets.sources.hub import read_hub
 
