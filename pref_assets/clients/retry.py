@@ -1,4 +1,37 @@
-"""One explicit retry policy: which failures to retry and how long to wait."""
+"""One explicit retry policy, and the one page on which layer retries what.
+
+Each failure is retried by exactly one layer, the lowest that can tell what went wrong; the layers above see
+only what that layer gave up on, and none of them retries it again.
+
+1. Transport (``KeepAliveTransport``): a reused keep-alive connection the server had closed before any byte of
+   the answer arrived is replaced by a fresh one, once, at once, uncounted. This is the keep-alive race, not a
+   failure of the endpoint; the client never sees it (should a server read the request and then die, that
+   request goes out twice; a completion can be asked again). A fresh connection that fails is not retried here.
+2. Request (``ChatClient`` with ``RetryPolicy``): connection errors, timeouts, 408/409/5xx and 200 answers that
+   are not a completion (not JSON, no choices, an error body whose code allows it), ``max_attempts`` in all
+   with capped exponential backoff and jitter; 429 on its own budget (``max_rate_limited``), waiting what the
+   server asks (``retry_after_seconds``) up to ``retry_after_cap``. Never another 4xx, an answer over
+   ``max_response_bytes``, or a request the budget or the breaker refused. A 400/422 naming an optional field
+   (``response_format``, ``seed``) is not retried either: the request is sent again without that field (at
+   most once per field), and later requests leave it out. What still fails after the last attempt is a row
+   with its reason, not an exception.
+3. Endpoint (``Limiter``): retries nothing. It paces, halves its window on 429, pauses every request for
+   ``Retry-After``, and after sustained failure parks the endpoint (one health probe decides for failures that
+   reached the server), so the request layer stops retrying and the step fails fast naming the endpoint.
+4. Judge (``core.rating.judge_all``): re-asks an answer that arrived but could not be read (unparseable, or cut
+   off: then with more room), ``max_reasks`` times with a new seed. A call that failed is not re-asked: its
+   retries were the request layer's.
+5. Argilla (``ArgillaClient``): connection errors, timeouts, 408/429/5xx with the same ``RetryPolicy``; not 409
+   (the dataset, workspace or field exists) nor other 4xx. A 422 on a bulk upsert is not retried: the chunk is
+   sent again in halves until each refused record stands alone, and its 422 is its row's reason. The Argilla
+   assets have no step retry; the review sensor just polls again at its next tick.
+6. Step (Dagster ``RetryPolicy`` on the LLM assets): an exception raised in the asset body that no layer below
+   handled (a crash, a storage error), twice with backoff; completed calls come from the request cache, so a
+   retried step re-sends only what never completed. Not a parked endpoint or a configuration error (raised with
+   ``allow_retries=False``), and not a failed ledger check (too many failed rows): Dagster does not retry a
+   failed blocking check, so rows that failed after the request layer's attempts are not sent again. A rerun of
+   the partition is the user's decision.
+"""
 
 from __future__ import annotations
 
