@@ -7,36 +7,35 @@ import polars as pl
 import pytest
 
 from pref_assets.cli import main
+from pref_assets.core.rows import PairRow
 from pref_assets.defs import schemas
 from pref_assets.export import PAIR_COLUMNS, collect_pairs, to_dataset, to_layout, write_pairs
 
 
-def _pair(pid: str, status: str = "ok") -> dict:
-    ok = status == "ok"
+def _pair(pid: str, status: str = "ok") -> PairRow:
+    if status != "ok":
+        return PairRow(prompt_id=pid, status=status, failed_stage="dpo_pairs", reason="all_tied")
     user = {"role": "user", "content": f"q{pid}"}
-    return {
-        "prompt_id": pid,
-        "prompt": f"q{pid}" if ok else None,
-        "chosen": [user, {"role": "assistant", "content": "good"}] if ok else None,
-        "chosen_model": "a" if ok else None,
-        "chosen_rating": 5.0 if ok else None,
-        "rejected": [user, {"role": "assistant", "content": "bad"}] if ok else None,
-        "rejected_model": "b" if ok else None,
-        "rejected_rating": 1.0 if ok else None,
-        "margin": 4.0 if ok else None,
-        "status": status,
-        "failed_stage": None if ok else "dpo_pairs",
-        "reason": None if ok else "all_tied",
-    }
+    return PairRow(
+        prompt_id=pid,
+        prompt=f"q{pid}",
+        chosen=[user, {"role": "assistant", "content": "good"}],
+        chosen_model="a",
+        chosen_rating=5.0,
+        rejected=[user, {"role": "assistant", "content": "bad"}],
+        rejected_model="b",
+        rejected_rating=1.0,
+        margin=4.0,
+    )
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     (tmp_path / "dpo_pairs").mkdir()
-    schemas.frame([_pair("1"), _pair("2", "skipped")], schemas.DPO_PAIRS).write_parquet(
+    schemas.to_frame([_pair("1"), _pair("2", "skipped")], PairRow).write_parquet(
         tmp_path / "dpo_pairs" / "batch-00000.parquet"
     )
-    schemas.frame([_pair("3")], schemas.DPO_PAIRS).write_parquet(tmp_path / "dpo_pairs" / "batch-00001.parquet")
+    schemas.to_frame([_pair("3")], PairRow).write_parquet(tmp_path / "dpo_pairs" / "batch-00001.parquet")
     return tmp_path
 
 
