@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from pref_assets.core import status
 from pref_assets.core.calls import Call
 from pref_assets.core.conversation import prompt_messages
+from pref_assets.core.rows import GenerationRow, PromptRow, StageRow
 
 EMPTY_ANSWER = "empty_answer"
 
@@ -35,58 +36,44 @@ class Result(Protocol):
     cached: bool
 
 
-def plan_generations(prompts: Sequence[dict[str, Any]], generators: Sequence[Generator]) -> list[tuple[str, str, Call]]:
-    """Return (prompt_id, generator name, call) for every ok prompt and generator."""
-    return [
-        (
-            p["prompt_id"],
-            g.name,
-            Call(
-                g.endpoint,
-                g.model,
-                tuple(prompt_messages(p["instruction"], p.get("system_prompt"), p.get("messages"))),
-                tuple(g.params.items()),
-            ),
-        )
-        for p in prompts
-        if p["status"] == status.OK
-        for g in generators
-    ]
+def plan_generations(
+    prompts: Sequence[PromptRow], generators: Sequence[Generator]
+) -> list[tuple[PromptRow, str, Call]]:
+    """Return (prompt, generator name, call) for every ok prompt and generator, prompt by prompt."""
+    return [(p, g.name, _call(p, g)) for p in prompts if p.ok for g in generators]
 
 
-def generation_row(prompt_id: str, model: str, result: Result) -> dict[str, Any]:
-    """Return the stored row of one generation call; an empty or failed answer is a failed row."""
-    row = {
-        "prompt_id": prompt_id,
-        "model": model,
-        "generation": result.text,
-        "finish_reason": result.finish_reason,
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "latency_s": result.latency_s,
-        "attempts": result.attempts,
-        "cached": result.cached,
-        "truncated": result.finish_reason == "length",
-    }
-    if result.error_kind is not None:
-        return row | status.failure(status.STAGE_GENERATIONS, f"{result.error_kind}: {result.error}")
-    if not (result.text or "").strip():
-        return row | status.failure(status.STAGE_GENERATIONS, EMPTY_ANSWER)
-    return row | status.ok()
+def generation_row(prompt: StageRow, model: str, result: Result) -> GenerationRow:
+    """Return the stored row of one generation call for ``prompt``; an empty or failed answer is a failed row."""
+    return GenerationRow(
+        row_id=prompt.row_id,
+        prompt_id=prompt.prompt_id,
+        model=model,
+        generation=result.text,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        latency_s=result.latency_s,
+        attempts=result.attempts,
+        cached=result.cached,
+        truncated=result.finish_reason == "length",
+        **_status(result),
+    )
 
 
-def upstream_failure_row(prompt: Mapping[str, Any]) -> dict[str, Any]:
+def upstream_failure_row(prompt: StageRow) -> GenerationRow:
     """Return the generations row that carries a prompt which failed before this stage."""
-    return {
-        "prompt_id": prompt["prompt_id"],
-        "model": None,
-        "generation": None,
-        "finish_reason": None,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "latency_s": 0.0,
-        "attempts": 0,
-        "cached": False,
-        "truncated": False,
-        **{k: prompt[k] for k in ("status", "failed_stage", "reason")},
-    }
+    return GenerationRow(row_id=prompt.row_id, prompt_id=prompt.prompt_id, **prompt.carried())
+
+
+def _call(prompt: PromptRow, generator: Generator) -> Call:
+    messages = prompt_messages(prompt.instruction, prompt.system_prompt, prompt.messages)
+    return Call(generator.endpoint, generator.model, tuple(messages), tuple(generator.params.items()))
+
+
+def _status(result: Result) -> dict[str, str | None]:
+    if result.error_kind is not None:
+        return status.failure(status.STAGE_GENERATIONS, f"{result.error_kind}: {result.error}")
+    if not (result.text or "").strip():
+        return status.failure(status.STAGE_GENERATIONS, EMPTY_ANSWER)
+    return status.ok()

@@ -2,75 +2,89 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 
 from pref_assets.core import status
 from pref_assets.core.ids import join_column
+from pref_assets.core.rows import GenerationRow, GroupedRow, PromptRow, StageRow
 
 _MISSING = "missing"
 
+Key = Callable[[StageRow], str | None]
+
 
 def group_generations(
-    prompts: Iterable[dict[str, Any]],
-    generations: Iterable[dict[str, Any]],
-    models: Sequence[str],
-) -> list[dict[str, Any]]:
+    prompts: Sequence[PromptRow], generations: Sequence[GenerationRow], models: Sequence[str]
+) -> list[GroupedRow]:
     """Return one row per prompt with ``generations`` aligned to ``models``.
 
     A prompt that failed upstream passes through failed. An answer that failed or is missing
     keeps its slot (text None, its status and reason), so the lists never shift. Generations are matched to
     prompts by ``row_id`` (by prompt id for rows stored before row ids existed).
     """
-    prompts, generations = list(prompts), list(generations)
-    column = join_column(prompts, generations)
-    known = {p[column] for p in prompts if p["status"] == status.OK}
-    by_key = _index_generations(generations, known, models, column)
-    return [_group_one(p, by_key, models, column) for p in prompts]
+    key: Key = attrgetter(join_column(prompts, generations))
+    known = {key(p) for p in prompts if p.ok}
+    by_key = _index_generations(generations, known, models, key)
+    return [_group_one(p, by_key, models, key) for p in prompts]
 
 
 def _index_generations(
-    generations: Iterable[dict[str, Any]], known: set[str], models: Sequence[str], column: str
-) -> dict[tuple[str, str], dict[str, Any]]:
-    index: dict[tuple[str, str], dict[str, Any]] = {}
+    generations: Sequence[GenerationRow], known: set[str | None], models: Sequence[str], key: Key
+) -> dict[tuple[str | None, str], GenerationRow]:
+    index: dict[tuple[str | None, str], GenerationRow] = {}
     for g in generations:
-        if g["model"] is None:
+        if g.model is None:
             continue
-        key = (g[column], g["model"])
-        if g[column] not in known or g["model"] not in models:
-            raise ValueError(f"generation for unknown prompt or model: {key}")
-        if key in index:
-            raise ValueError(f"two generations for one prompt and model: {key}")
-        index[key] = g
+        slot = (key(g), g.model)
+        if slot[0] not in known or g.model not in models:
+            raise ValueError(f"generation for unknown prompt or model: {slot}")
+        if slot in index:
+            raise ValueError(f"two generations for one prompt and model: {slot}")
+        index[slot] = g
     return index
 
 
 def _group_one(
-    prompt: dict[str, Any], by_key: dict[tuple[str, str], dict[str, Any]], models: Sequence[str], column: str
-) -> dict[str, Any]:
-    row = {k: prompt[k] for k in ("row_id", "prompt_id", "instruction", "topic", "system_prompt", "messages")
-           if k in prompt}  # fmt: skip
-    if prompt["status"] != status.OK:
+    prompt: PromptRow, by_key: dict[tuple[str | None, str], GenerationRow], models: Sequence[str], key: Key
+) -> GroupedRow:
+    if not prompt.ok:
         blank = [None] * len(models)
-        return row | {
-            "generation_models": list(models),
-            "generations": blank,
-            "generation_status": [prompt["status"]] * len(models),
-            "generation_reasons": blank,
-            **{k: prompt[k] for k in ("status", "failed_stage", "reason")},
-        }
-    slots = [by_key.get((prompt[column], m)) for m in models]
-    row |= {
-        "generation_models": list(models),
-        "generations": [s["generation"] if s and s["status"] == status.OK else None for s in slots],
-        "generation_status": [s["status"] if s else _MISSING for s in slots],
-        "generation_reasons": [s["reason"] if s else "no generation row" for s in slots],
-    }
-    return row | _group_status(row)
+        return _grouped(prompt, models, blank, [prompt.status] * len(models), blank, prompt.carried())
+    slots = [by_key.get((key(prompt), m)) for m in models]
+    answers = [s.generation if s and s.ok else None for s in slots]
+    statuses = [s.status if s else _MISSING for s in slots]
+    reasons = [s.reason if s else "no generation row" for s in slots]
+    return _grouped(prompt, models, answers, statuses, reasons, _group_status(models, statuses, reasons))
 
 
-def _group_status(row: dict[str, Any]) -> dict[str, Any]:
-    if any(s == status.OK for s in row["generation_status"]):
+def _grouped(
+    prompt: PromptRow,
+    models: Sequence[str],
+    answers: list[str | None],
+    statuses: list[str | None],
+    reasons: list[str | None],
+    state: dict[str, str | None],
+) -> GroupedRow:
+    return GroupedRow(
+        row_id=prompt.row_id,
+        prompt_id=prompt.prompt_id,
+        instruction=prompt.instruction,
+        topic=prompt.topic,
+        system_prompt=prompt.system_prompt,
+        messages=prompt.messages,
+        generation_models=list(models),
+        generations=answers,
+        generation_status=statuses,
+        generation_reasons=reasons,
+        **state,
+    )
+
+
+def _group_status(
+    models: Sequence[str], statuses: list[str | None], reasons: list[str | None]
+) -> dict[str, str | None]:
+    if status.OK in statuses:
         return status.ok()
-    detail = "; ".join(f"{m}: {r}" for m, r in zip(row["generation_models"], row["generation_reasons"], strict=True))
+    detail = "; ".join(f"{m}: {r}" for m, r in zip(models, reasons, strict=True))
     return status.failure(status.STAGE_GENERATIONS, f"no_answer: {detail}")

@@ -40,10 +40,10 @@ def source_row_ids(key: str, batch_size: int) -> Callable[[int], str]:
     return lambda i: row_id(batch_key(i // batch_size), i % batch_size)
 
 
-def join_column(*row_sets: Iterable[Mapping[str, Any]]) -> str:
+def join_column(*row_sets: Iterable[Mapping[str, Any] | Any]) -> str:
     """Return the column that joins these stages' rows: ``row_id`` when every row has one, else ``prompt_id``
-    (rows stored before row ids existed, where failed rows may share an id)."""
-    return "row_id" if all(row.get("row_id") for rows in row_sets for row in rows) else "prompt_id"
+    (rows stored before row ids existed, where failed rows may share an id). Rows are dicts or typed rows."""
+    return "row_id" if all(_row_id(row) for rows in row_sets for row in rows) else "prompt_id"
 
 
 def record_uuid(dataset: str, prompt_id_: str) -> str:
@@ -55,3 +55,7 @@ def stable_hash(*parts: str) -> str:
     """Return a short hex digest of the joined parts."""
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8"))
     return digest.hexdigest()[:16]
+
+
+def _row_id(row: Mapping[str, Any] | Any) -> str | None:
+    return row.get("row_id") if isinstance(row, Mapping) else row.row_id

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pref_assets.core import status
 from pref_assets.core.conversation import prompt_messages
 from pref_assets.core.ids import prompt_id
 from pref_assets.core.limits import json_too_deep_at, too_deep
+from pref_assets.core.rows import Message, PromptRow, failed
 from pref_assets.core.text import describe_columns
 
 FIELDS = ("instruction", "topic", "system_prompt", "messages")
@@ -57,21 +58,20 @@ def check_columns(columns: Iterable[str], mapping: Mapping[str, str], where: str
 
 def normalize_rows(
     rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_chars: int, row_key: Callable[[int], str] = str
-) -> list[dict[str, Any]]:
+) -> list[PromptRow]:
     """Return one prompt row per raw row: ok, or failed with a reason. Nothing is dropped.
 
     ``row_key(i)`` gives the ``row_id`` of the i-th row (0-based) of ``rows``.
     """
-    seen: dict[str, int] = {}
-    out: list[dict[str, Any]] = []
+    seen: dict[str, PromptRow] = {}
+    out: list[PromptRow] = []
     for index, raw in enumerate(rows):
-        row = {"row_id": row_key(index), "duplicate_of": None} | _normalize(raw, mapping, max_chars)
-        if row["status"] == status.OK:
-            first = seen.setdefault(_duplicate_key(row), index)
-            if first != index:
-                original = out[first]
-                reason = f"{DUPLICATE}: same prompt as {original['source_ref']}"
-                row.update(status.failure(status.STAGE_PROMPTS, reason), duplicate_of=original["row_id"])
+        row = _normalize(raw, mapping, max_chars, row_key(index))
+        if row.ok:
+            original = seen.setdefault(_duplicate_key(row), row)
+            if original is not row:
+                reason = f"{DUPLICATE}: same prompt as {original.source_ref}"
+                row = replace(row, duplicate_of=original.row_id, **status.failure(status.STAGE_PROMPTS, reason))
         out.append(row)
     return out
 
@@ -84,48 +84,46 @@ def duplicate_form(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text.casefold()).split())
 
 
-def _duplicate_key(row: dict[str, Any]) -> str:
+def _duplicate_key(row: PromptRow) -> str:
     messages = [
         {"role": m["role"], "content": duplicate_form(m["content"])}
-        for m in prompt_messages(row["instruction"], row.get("system_prompt"), row.get("messages"))
+        for m in prompt_messages(row.instruction, row.system_prompt, row.messages)
     ]
-    return prompt_id(duplicate_form(row["instruction"]), messages)
+    return prompt_id(duplicate_form(row.instruction or ""), messages)
 
 
-def _normalize(raw: RawRow, mapping: Mapping[str, str], max_chars: int) -> dict[str, Any]:
+def _normalize(raw: RawRow, mapping: Mapping[str, str], max_chars: int, row_id: str) -> PromptRow:
     values = {name: raw.values.get(mapping.get(name, name)) for name in FIELDS}
-    row: dict[str, Any] = {
-        "prompt_id": None,
-        "instruction": None,
-        "topic": _optional_text(values["topic"]),
-        "system_prompt": _optional_text(values["system_prompt"]),
-        "messages": None,
-        "source_ref": raw.source_ref,
-        **status.ok(),
-    }
-    problem = _fill_text(row, values, max_chars)
-    if problem:
-        row.update(status.failure(status.STAGE_PROMPTS, problem))
-    return row
-
-
-def _fill_text(row: dict[str, Any], values: dict[str, Any], max_chars: int) -> str | None:
-    messages = values["messages"]
-    if messages is not None:
-        parsed, problem = parse_messages(messages)
-        if problem:
-            return problem
-        row["messages"] = parsed
-        instruction = first_user_turn(parsed)
-    else:
-        instruction = values["instruction"]
-    if not isinstance(instruction, str):
-        kind = type(instruction).__name__
-        return "missing_instruction" if instruction is None else f"invalid_instruction: {kind}, not text"
-    row["instruction"] = instruction
-    row["prompt_id"] = prompt_id(
-        instruction, prompt_messages(instruction, row.get("system_prompt"), row.get("messages"))
+    system_prompt = _optional_text(values["system_prompt"])
+    instruction, messages, problem = _read_turns(values)
+    turns = None if instruction is None else prompt_messages(instruction, system_prompt, messages)
+    row = PromptRow(
+        row_id=row_id,
+        prompt_id=None if instruction is None else prompt_id(instruction, turns),
+        instruction=instruction,
+        topic=_optional_text(values["topic"]),
+        system_prompt=system_prompt,
+        messages=messages,
+        source_ref=raw.source_ref,
     )
+    problem = problem or _text_problem(row, max_chars)
+    return failed(row, status.STAGE_PROMPTS, problem) if problem else row
+
+
+def _read_turns(values: Mapping[str, Any]) -> tuple[str | None, list[Message] | None, str | None]:
+    """Return the instruction and the conversation of a source row's values, or why they cannot be read."""
+    if values["messages"] is not None:
+        messages, problem = parse_messages(values["messages"])
+        return (None, None, problem) if problem else (first_user_turn(messages), messages, None)
+    instruction = values["instruction"]
+    if isinstance(instruction, str):
+        return instruction, None, None
+    kind = type(instruction).__name__
+    return None, None, "missing_instruction" if instruction is None else f"invalid_instruction: {kind}, not text"
+
+
+def _text_problem(row: PromptRow, max_chars: int) -> str | None:
+    instruction = row.instruction or ""
     if not instruction.strip():
         return "empty_instruction: empty or whitespace only"
     if len(instruction) > max_chars:
@@ -133,10 +131,10 @@ def _fill_text(row: dict[str, Any], values: dict[str, Any], max_chars: int) -> s
     return _control_problem(row)
 
 
-def _control_problem(row: dict[str, Any]) -> str | None:
+def _control_problem(row: PromptRow) -> str | None:
     """Return why the text a model would be sent holds a control character (NUL and the like), or None."""
-    texts = [("the instruction", row["instruction"]), ("the system prompt", row["system_prompt"])]
-    texts += [(f"message {i + 1}", m["content"]) for i, m in enumerate(row["messages"] or [])]
+    texts = [("the instruction", row.instruction), ("the system prompt", row.system_prompt)]
+    texts += [(f"message {i + 1}", m["content"]) for i, m in enumerate(row.messages or [])]
     for where, text in texts:
         found = _CONTROL.search(text or "")
         if found:
@@ -144,12 +142,12 @@ def _control_problem(row: dict[str, Any]) -> str | None:
             name = "NUL" if code == 0 else "a control character"
             return (
                 f"{CONTROL_CHARACTER}: U+{code:04X} ({name}) in {where} at character {found.start() + 1} "
-                f"of {row['source_ref']}; remove it from the source"
+                f"of {row.source_ref}; remove it from the source"
             )
     return None
 
 
-def parse_messages(value: Any) -> tuple[list[dict[str, str]], str | None]:
+def parse_messages(value: Any) -> tuple[list[Message], str | None]:
     """Validate a chat ``messages`` value; return the messages and a problem, if any."""
     if isinstance(value, str):
         if json_too_deep_at(value) is not None:
@@ -160,7 +158,7 @@ def parse_messages(value: Any) -> tuple[list[dict[str, str]], str | None]:
             return [], f"invalid_messages: not valid JSON ({err.msg} at char {err.pos})"
     if not isinstance(value, list) or not value:
         return [], "invalid_messages: must be a non-empty list of {role, content}"
-    out = []
+    out: list[Message] = []
     for i, message in enumerate(value):
         if not isinstance(message, Mapping):
             return [], f"invalid_messages: item {i} is not an object"
@@ -187,7 +185,7 @@ def _text_content(content: Any) -> str | None:
     return None
 
 
-def first_user_turn(messages: list[dict[str, str]]) -> str:
+def first_user_turn(messages: Sequence[Message]) -> str:
     """Return the content of the first user message."""
     return next(m["content"] for m in messages if m["role"] == "user")
 

@@ -10,7 +10,7 @@ from pref_assets.core import status
 from pref_assets.core.generation import EMPTY_ANSWER
 from pref_assets.core.pairs import ALL_TIED
 from pref_assets.core.prompts import DUPLICATE
-from pref_assets.core.rows import Judgement, PairRow, RatingRow
+from pref_assets.core.rows import GenerationRow, Judgement, PairRow, PromptRow, RatingRow
 
 
 def judge_report(rows: Sequence[RatingRow]) -> dict[str, Any]:
@@ -96,15 +96,15 @@ def pair_report(rows: Sequence[PairRow]) -> dict[str, Any]:
     }
 
 
-def duplicate_prompts(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+def duplicate_prompts(rows: Sequence[PromptRow]) -> tuple[int, int]:
     """Return how many prompts of a batch repeat an earlier one (kept as failed rows), and the batch's size."""
-    return sum(str(r["reason"] or "").startswith(DUPLICATE) for r in rows), len(rows)
+    return sum((r.reason or "").startswith(DUPLICATE) for r in rows), len(rows)
 
 
-def empty_answers(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+def empty_answers(rows: Sequence[GenerationRow]) -> tuple[int, int]:
     """Return how many generation calls came back without text, and how many came back at all."""
-    empty = sum(r["reason"] == EMPTY_ANSWER for r in rows)
-    return empty, empty + sum(r["status"] == status.OK for r in rows)
+    empty = sum(r.reason == EMPTY_ANSWER for r in rows)
+    return empty, empty + sum(r.ok for r in rows)
 
 
 def _rate(part: int, whole: int) -> float | None:

@@ -1,71 +1,63 @@
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from pref_assets.core.grouping import group_generations
+from pref_assets.core.rows import GenerationRow, PromptRow
 
 MODELS = ["a", "b", "c"]
 
 
-def _prompt(pid: str, status: str = "ok", reason: str | None = None) -> dict[str, Any]:
-    return {
-        "prompt_id": pid,
-        "instruction": f"q{pid}",
-        "topic": None,
-        "system_prompt": None,
-        "messages": None,
-        "status": status,
-        "failed_stage": None if status == "ok" else "prompts",
-        "reason": reason,
-    }
+def _prompt(pid: str, status: str = "ok", reason: str | None = None, row_id: str | None = None) -> PromptRow:
+    failed_stage = None if status == "ok" else "prompts"
+    return PromptRow(
+        row_id=row_id, prompt_id=pid, instruction=f"q{pid}", status=status, failed_stage=failed_stage, reason=reason
+    )
 
 
-def _gen(pid: str, model: str, text: str | None = "ans", status: str = "ok", reason: str | None = None) -> dict:
-    return {"prompt_id": pid, "model": model, "generation": text, "status": status, "reason": reason}
+def _gen(
+    pid: str,
+    model: str | None,
+    text: str | None = "ans",
+    status: str = "ok",
+    reason: str | None = None,
+    row_id: str | None = None,
+) -> GenerationRow:
+    return GenerationRow(row_id=row_id, prompt_id=pid, model=model, generation=text, status=status, reason=reason)
 
 
 def test_lists_follow_model_order_not_arrival_order() -> None:
     gens = [_gen("1", "c", "C"), _gen("1", "a", "A"), _gen("1", "b", "B")]
     [row] = group_generations([_prompt("1")], gens, MODELS)
-    assert row["generation_models"] == MODELS
-    assert row["generations"] == ["A", "B", "C"]
-    assert row["status"] == "ok"
+    assert row.generation_models == MODELS
+    assert row.generations == ["A", "B", "C"]
+    assert row.status == "ok"
 
 
 def test_failed_and_missing_answers_keep_their_slot() -> None:
     gens = [_gen("1", "a", "A"), _gen("1", "c", None, "failed", "http_error: HTTP 500")]
     [row] = group_generations([_prompt("1")], gens, MODELS)
-    assert row["generations"] == ["A", None, None]
-    assert row["generation_status"] == ["ok", "missing", "failed"]
-    assert row["generation_reasons"] == [None, "no generation row", "http_error: HTTP 500"]
-    assert row["status"] == "ok"
+    assert row.generations == ["A", None, None]
+    assert row.generation_status == ["ok", "missing", "failed"]
+    assert row.generation_reasons == [None, "no generation row", "http_error: HTTP 500"]
+    assert row.status == "ok"
 
 
 def test_prompt_with_no_answer_fails_with_each_models_reason() -> None:
     gens = [_gen("1", m, None, "failed", "timeout: slow") for m in MODELS]
     [row] = group_generations([_prompt("1")], gens, MODELS)
-    assert row["status"] == "failed"
-    assert row["failed_stage"] == "generations_by_model"
-    assert row["reason"].startswith("no_answer: a: timeout: slow; b: timeout")
+    assert row.status == "failed"
+    assert row.failed_stage == "generations_by_model"
+    assert row.reason.startswith("no_answer: a: timeout: slow; b: timeout")
 
 
 def test_upstream_failures_pass_through_in_order() -> None:
     prompts = [_prompt("1"), _prompt("2", "failed", "empty_instruction"), _prompt("3")]
-    gens = [_gen(p, m) for p in ("1", "3") for m in MODELS] + [
-        {
-            "prompt_id": "2",
-            "model": None,
-            "generation": None,
-            "status": "failed",
-            "reason": "empty_instruction",
-        }
-    ]
+    gens = [_gen(p, m) for p in ("1", "3") for m in MODELS] + [_gen("2", None, None, "failed", "empty_instruction")]
     rows = group_generations(prompts, gens, MODELS)
-    assert [r["prompt_id"] for r in rows] == ["1", "2", "3"]
-    assert rows[1]["status"] == "failed" and rows[1]["reason"] == "empty_instruction"
-    assert rows[1]["generations"] == [None, None, None]
+    assert [r.prompt_id for r in rows] == ["1", "2", "3"]
+    assert rows[1].status == "failed" and rows[1].reason == "empty_instruction"
+    assert rows[1].generations == [None, None, None]
 
 
 @pytest.mark.parametrize(
@@ -76,13 +68,13 @@ def test_upstream_failures_pass_through_in_order() -> None:
         ([_gen("1", "a"), _gen("1", "a")], "two generations"),
     ],
 )
-def test_misaligned_input_is_an_error_not_a_shift(gens: list[dict], message: str) -> None:
+def test_misaligned_input_is_an_error_not_a_shift(gens: list[GenerationRow], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         group_generations([_prompt("1")], gens, MODELS)
 
 
 def test_generations_join_prompts_by_row_id_when_prompt_ids_repeat() -> None:
-    prompts = [_prompt("1") | {"row_id": "b#0"}, _prompt("1") | {"row_id": "b#1"}]
-    gens = [_gen("1", m, f"{m}{i}") | {"row_id": f"b#{i}"} for i in (1, 0) for m in MODELS]
+    prompts = [_prompt("1", row_id="b#0"), _prompt("1", row_id="b#1")]
+    gens = [_gen("1", m, f"{m}{i}", row_id=f"b#{i}") for i in (1, 0) for m in MODELS]
     rows = group_generations(prompts, gens, MODELS)
-    assert [(r["row_id"], r["generations"]) for r in rows] == [("b#0", ["a0", "b0", "c0"]), ("b#1", ["a1", "b1", "c1"])]
+    assert [(r.row_id, r.generations) for r in rows] == [("b#0", ["a0", "b0", "c0"]), ("b#1", ["a1", "b1", "c1"])]

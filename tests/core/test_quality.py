@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from pref_assets.core.quality import empty_answers, judge_report, pair_report, rating_histogram
-from pref_assets.core.rows import Judgement, PairRow, RatingRow
+from pref_assets.core.quality import duplicate_prompts, empty_answers, judge_report, pair_report, rating_histogram
+from pref_assets.core.rows import GenerationRow, Judgement, PairRow, PromptRow, RatingRow
 
 
 def _judgement(
@@ -98,9 +98,19 @@ def test_empty_batch_reports_no_rates() -> None:
 
 def test_empty_answers_count_only_calls_that_came_back() -> None:
     rows = [
-        {"status": "ok", "reason": None},
-        {"status": "failed", "reason": "empty_answer"},
-        {"status": "failed", "reason": "http_error: HTTP 500"},  # no answer at all: not counted
-        {"status": "failed", "reason": "upstream_failed: empty_instruction"},
+        GenerationRow(status="ok", reason=None),
+        GenerationRow(status="failed", reason="empty_answer"),
+        GenerationRow(status="failed", reason="http_error: HTTP 500"),  # no answer at all: not counted
+        GenerationRow(status="failed", reason="upstream_failed: empty_instruction"),
     ]
     assert empty_answers(rows) == (1, 2)
+
+
+def test_duplicate_prompts_count_repeats_among_the_whole_batch() -> None:
+    rows = [
+        PromptRow(status="ok"),
+        PromptRow(status="failed", reason="duplicate: same prompt as f.jsonl:1"),
+        PromptRow(status="failed", reason="empty_instruction: empty or whitespace only"),
+        PromptRow(status="failed", reason=None),
+    ]
+    assert duplicate_prompts(rows) == (1, 4)

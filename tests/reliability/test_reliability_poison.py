@@ -23,6 +23,8 @@ from pref_assets.clients.llm import ChatClient
 from pref_assets.clients.runner import EndpointParkedError, run_calls, to_request
 from pref_assets.core.calls import Call
 from pref_assets.core.generation import plan_generations
+from pref_assets.core.rows import PromptRow
+from pref_assets.defs.schemas import from_frame
 from pref_assets.testing.fake_openai import POISON_MESSAGE, poisoned, run_fake_openai
 
 PARTITION = "batch-00000"
@@ -52,9 +54,9 @@ def test_poisoned_requests_fail_only_their_rows_and_a_rerun_resends_only_them(tm
         assert second.success, failure_messages(second)
         resent = server.stats()
 
-    prompts = read_stage(store, "prompts", PARTITION).to_dicts()
+    prompts = from_frame(read_stage(store, "prompts", PARTITION), PromptRow)
     planned = plan_generations(prompts, settings.generators)
-    expected = {(pid, name) for pid, name, call in planned if poisoned(to_request(call).body(), POISON)}
+    expected = {(p.prompt_id, name) for p, name, call in planned if poisoned(to_request(call).body(), POISON)}
     assert 0.01 * len(planned) < len(expected) < 0.06 * len(planned)
     gens = read_stage(store, "generations_by_model", PARTITION)
     failed = gens.filter(pl.col("status") != "ok")

@@ -21,9 +21,9 @@ def _write(path: Path, data: bytes | str) -> Path:
 def test_embedded_set_has_enough_prompts_and_topics() -> None:
     rows = normalize_rows(read_embedded(), {}, max_chars=20_000)
     assert len(rows) >= 120
-    assert all(r["status"] == "ok" for r in rows)
-    assert len({r["topic"] for r in rows}) >= 8
-    assert len({r["prompt_id"] for r in rows}) == len(rows)
+    assert all(r.status == "ok" for r in rows)
+    assert len({r.topic for r in rows}) >= 8
+    assert len({r.prompt_id for r in rows}) == len(rows)
 
 
 def test_every_format_reads_the_same_rows(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_every_format_reads_the_same_rows(tmp_path: Path) -> None:
             {"instruction": "q", "topic": "t"},
             max_chars=99,
         )
-        assert [(r["instruction"], r["topic"]) for r in rows] == [
+        assert [(r.instruction, r.topic) for r in rows] == [
             ("First?", "a"),
             ("Second, with ünïcode?", "b"),
         ], path
@@ -179,7 +179,7 @@ def test_a_csv_field_larger_than_the_csv_modules_limit_is_read(tmp_path: Path) -
 def test_a_nul_in_a_csv_prompt_is_a_failed_row_naming_file_and_line(tmp_path: Path) -> None:
     path = _write(tmp_path / "p.csv", "instruction\nfine\nhello\x00world\n")
     rows = normalize_rows(read_files([str(path)], {}), {}, max_chars=100)
-    assert [r["status"] for r in rows] == ["ok", "failed"]
-    assert rows[1]["reason"] == (
+    assert [r.status for r in rows] == ["ok", "failed"]
+    assert rows[1].reason == (
         f"control_character: U+0000 (NUL) in the instruction at character 6 of {path}:line 3; remove it from the source"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
@@ -12,6 +12,7 @@ from pref_assets.clients.llm import ChatResult, EndpointConfigError
 from pref_assets.clients.runner import Budget, EndpointParkedError, Prices, run_calls
 from pref_assets.core.calls import Call
 from pref_assets.core.ids import row_id
+from pref_assets.core.rows import PromptRow
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import ledger_spec
 from pref_assets.defs.io_manager import FRAME
@@ -61,9 +62,10 @@ class Stage:
         return Budget(Prices(self.settings.prices()), self.settings.budget_usd_per_step)
 
 
-def prompt_rows(prompts: pl.DataFrame, batch: str) -> list[dict]:
+def prompt_rows(prompts: pl.DataFrame, batch: str) -> list[PromptRow]:
     """Return the batch's prompt rows; rows stored before row ids existed get theirs (batch key and position)."""
-    return [r if r.get("row_id") else r | {"row_id": row_id(batch, i)} for i, r in enumerate(prompts.to_dicts())]
+    rows = schemas.from_frame(prompts, PromptRow)
+    return [r if r.row_id else replace(r, row_id=row_id(batch, i)) for i, r in enumerate(rows)]
 
 
 def call_llm(

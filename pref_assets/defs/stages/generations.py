@@ -3,7 +3,6 @@
 import dagster as dg
 import polars as pl
 
-from pref_assets.core import status
 from pref_assets.core.generation import generation_row, plan_generations, upstream_failure_row
 from pref_assets.core.quality import empty_answers
 from pref_assets.core.rows import GenerationRow
@@ -29,14 +28,11 @@ def build_generations(stage: Stage) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame
     ) -> dg.MaterializeResult:
         rows = prompt_rows(prompts, context.partition_key)
-        plan = [(p["row_id"], entry) for p in rows for entry in plan_generations([p], generators)]
-        results = call_llm(context, llm, stage.budget(), [call for _, (_, _, call) in plan])
-        out_rows = [
-            generation_row(pid, name, answer) | {"row_id": rid}
-            for (rid, (pid, name, _)), answer in zip(plan, results, strict=True)
-        ]
-        out_rows += [upstream_failure_row(p) | {"row_id": p["row_id"]} for p in rows if p["status"] != status.OK]
-        out = schemas.frame(out_rows, schemas.GENERATIONS)
+        plan = plan_generations(rows, generators)
+        results = call_llm(context, llm, stage.budget(), [call for _, _, call in plan])
+        out_rows = [generation_row(p, name, answer) for (p, name, _), answer in zip(plan, results, strict=True)]
+        out_rows += [upstream_failure_row(p) for p in rows if not p.ok]
+        out = schemas.to_frame(out_rows, GenerationRow)
         cost = cost_usd(out, {g.name: g for g in generators})
         return result(
             out,

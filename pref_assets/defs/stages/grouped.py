@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from pref_assets.core.grouping import group_generations
-from pref_assets.core.rows import GroupedRow
+from pref_assets.core.rows import GenerationRow, GroupedRow
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import batch_rows, ledger_result
 from pref_assets.defs.stages.common import CODE_VERSION, Stage, prompt_rows, result
@@ -22,8 +22,9 @@ def build_grouped(stage: Stage) -> dg.AssetsDefinition:
     def grouped(
         context: dg.AssetExecutionContext, prompts: pl.DataFrame, generations_by_model: pl.DataFrame
     ) -> dg.MaterializeResult:
-        rows = group_generations(prompt_rows(prompts, context.partition_key), generations_by_model.to_dicts(), names)
-        out = schemas.frame(rows, schemas.GROUPED)
+        generations = schemas.from_frame(generations_by_model, GenerationRow)
+        rows = group_generations(prompt_rows(prompts, context.partition_key), generations, names)
+        out = schemas.to_frame(rows, GroupedRow)
         cols = ["prompt_id", "generation_models", "generation_status", "status", "reason"]
         return result(out, cols, [ledger_result(STAGE, prompts, out, max_rate, batch_rows(context))])
 

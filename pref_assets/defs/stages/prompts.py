@@ -38,7 +38,7 @@ def build_prompts(stage: Stage) -> dg.AssetsDefinition:
                 allow_retries=False,
             )
         batch = rows[start:stop]
-        out = schemas.frame(batch, schemas.PROMPTS)
+        out = schemas.to_frame(batch, PromptRow)
         cols = ["row_id", "prompt_id", "topic", "instruction", "status", "reason"]
         return result(
             out, cols, [rate_result(DUPLICATES, *duplicate_prompts(batch), 0.0)], source=settings.source.kind
