@@ -192,6 +192,13 @@ def to_dict(row: Any) -> dict[str, Any]:
     return {name: _plain(getattr(row, name)) for name in column_names(type(row))}
 
 
+def column_values(rows: Sequence[Any], cls: type, name: str) -> list[Any]:
+    """Return column ``name`` of ``rows`` (of type ``cls``) as stored, nested dataclasses as dicts: what a frame is
+    built from column by column."""
+    values = [getattr(row, name) for row in rows]
+    return [_plain(v) for v in values] if name in _nested_fields(cls) else values
+
+
 def from_dict(cls: type[Row], values: Mapping[str, Any]) -> Row:
     """Return the row of type ``cls`` holding ``values`` (unknown keys are an error; missing ones default)."""
     nested = _nested_fields(cls)

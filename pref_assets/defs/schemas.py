@@ -74,11 +74,12 @@ def frame(rows: list[dict], schema: pl.Schema) -> pl.DataFrame:
 
 
 def to_frame(rows: Sequence[r.StageRow], row_type: type[r.StageRow]) -> pl.DataFrame:
-    """Return typed rows as a frame of their stage's schema."""
-    return pl.DataFrame([r.to_dict(row) for row in rows], schema=schema_of(row_type))
+    """Return typed rows as a frame of their stage's schema (built column by column)."""
+    schema = schema_of(row_type)
+    return pl.DataFrame({name: r.column_values(rows, row_type, name) for name in schema.names()}, schema=schema)
 
 
 def from_frame(data: pl.DataFrame, row_type: type[r.Row]) -> list[r.Row]:
     """Return a stage's frame as typed rows (columns a stored partition lacks take their defaults)."""
-    known = set(r.column_names(row_type))
-    return [r.from_dict(row_type, {k: v for k, v in d.items() if k in known}) for d in data.iter_rows(named=True)]
+    names = [name for name in r.column_names(row_type) if name in data.columns]
+    return [r.from_dict(row_type, dict(zip(names, values, strict=True))) for values in data.select(names).iter_rows()]
