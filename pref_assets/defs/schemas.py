@@ -52,25 +52,14 @@ def _without_none(hint: Any) -> Any:
     return hint
 
 
-MESSAGES = polars_type(r.column_types(r.PromptRow)["messages"])
-STATUS = {name: TEXT for name in r.STATUS_COLUMNS}
 PROMPTS = schema_of(r.PromptRow)
 GENERATIONS = schema_of(r.GenerationRow)
 GROUPED = schema_of(r.GroupedRow)
-JUDGEMENT = polars_type(r.Judgement)
 RATINGS = schema_of(r.RatingRow)
 DPO_PAIRS = schema_of(r.PairRow)
 ARGILLA_RECORDS = schema_of(r.RecordRow)
 HUMAN_FEEDBACK = schema_of(r.FeedbackRow)
 PREFERENCE_PAIRS = schema_of(r.PreferenceRow)
-
-
-def frame(rows: list[dict], schema: pl.Schema) -> pl.DataFrame:
-    """Return ``rows`` as a frame with exactly ``schema``'s columns (extra keys are an error)."""
-    extra = {k for row in rows for k in row} - set(schema.names())
-    if extra:
-        raise ValueError(f"rows carry columns not in the schema: {sorted(extra)}")
-    return pl.DataFrame(rows, schema=schema)
 
 
 def to_frame(rows: Sequence[r.StageRow], row_type: type[r.StageRow]) -> pl.DataFrame:
