@@ -9,8 +9,9 @@ import polars as pl
 
 from pref_assets.core.card import CardFacts, render_card
 from pref_assets.core.paths import contained_path
+from pref_assets.core.rows import PreferenceRow, column_docs
 from pref_assets.core.rubric import RUBRIC_VERSION
-from pref_assets.export import collect_pairs, partition_files
+from pref_assets.export import collect_pairs, partition_files, to_layout
 from pref_assets.hub_upload import push, write_local
 from pref_assets.settings import Settings
 
@@ -57,10 +58,24 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
                 "hub": dg.MetadataValue.text(where),
                 "pushed": dg.MetadataValue.bool(pushed),
                 "card": dg.MetadataValue.md(card.split("---", 2)[-1]),
+                "dagster/column_schema": published_columns(to_layout(pairs.head(0), publish.layout)),
             }
         )
 
     return preference_dataset
+
+
+def published_columns(frame: pl.DataFrame) -> dg.TableSchema:
+    """Return the column schema of the published set, each column described as in the pairs it comes from."""
+    docs = column_docs(PreferenceRow) | {
+        "batch": "The batch the pair comes from.",
+        "prompt": "The prompt (as messages in the trl-conversational layout).",
+        "chosen": "The chosen answer (the whole conversation in the dpo layout).",
+        "rejected": "The rejected answer (the whole conversation in the dpo layout).",
+    }
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype), description=docs.get(name)) for name, dtype in frame.schema.items()]
+    )
 
 
 def _all_rows(folder: Path) -> pl.DataFrame:

@@ -58,6 +58,8 @@ def test_both_batches_are_published_locally_with_a_card(tmp_path: Path, monkeypa
     metadata = event.event_specific_data.materialization.metadata
     assert "unreachable" in metadata["hub"].value and metadata["pushed"].value is False
     assert "hf_sentinel_token" not in repr(metadata)
+    columns = metadata["dagster/column_schema"].schema.columns
+    assert [c.name for c in columns] == data.columns and all(c.description for c in columns)
 
 
 @pytest.mark.parametrize(
