@@ -83,7 +83,9 @@ def test_pairs_are_trl_preference_rows(run: tuple[Path, dg.ExecuteInProcessResul
     data_utils = pytest.importorskip("trl.data_utils")
     base, _ = run
     pairs = _read(base, "dpo_pairs")
-    for row in pairs.filter(pl.col("status") == "ok").to_dicts():
+    ok = pairs.filter(pl.col("status") == "ok")
+    assert ok.height >= 1, pairs.select("status", "reason").to_dicts()
+    for row in ok.to_dicts():
         assert row["chosen"] != row["rejected"]
         assert row["chosen_rating"] > row["rejected_rating"]
         explicit = data_utils.maybe_extract_prompt({k: row[k] for k in ("prompt", "chosen", "rejected")})
