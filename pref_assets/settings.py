@@ -66,6 +66,18 @@ class _ResourceSettings(dg.Config):
     model_config = _STRICT
 
 
+class LimitsSettings(_ResourceSettings):
+    """Where an endpoint's ``max_concurrency``, ``rpm`` and ``tpm`` are counted: in each process (``process``), for
+    every process of the machine in files under ``<storage_dir>/limits/`` (``local``), or for every process of
+    every machine in Redis (``redis``, its URL in the variable ``redis_url_env`` names)."""
+
+    backend: Literal["process", "local", "redis"] = "local"
+    redis_url_env: EnvName = "REDIS_URL"
+    lease_ttl_s: float = Field(
+        6.0, ge=1, le=300, description="a request slot of a process that died is free again after this long"
+    )
+
+
 class EndpointSettings(_ResourceSettings):
     """An OpenAI-compatible server. ``base_url: embedded`` is the local llama.cpp server."""
 
@@ -78,6 +90,7 @@ class EndpointSettings(_ResourceSettings):
     rpm: float | None = Field(None, gt=0, description="requests per minute; learned from x-ratelimit-* if unset")
     tpm: float | None = Field(None, gt=0, description="tokens per minute; learned from x-ratelimit-* if unset")
     structured_output: StructuredOutput = "json_object_schema"
+    limits: LimitsSettings | None = Field(None, description="where its limits are counted (default: top-level limits)")
     max_response_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,
@@ -234,6 +247,16 @@ class ScheduleSettings(_Strict):
     batches_per_tick: int = Field(2, ge=1)
 
 
+class BackfillSettings(_Strict):
+    """How a backfill of many batches is split into runs: up to ``partitions_per_run`` batches a run (each run
+    pays its own launch and start-up), or every selected batch in one run with ``single_run``."""
+
+    partitions_per_run: int = Field(10, ge=1, description="batches one backfill run covers")
+    single_run: bool = Field(
+        False, description="one run per backfill, as `dagster asset materialize --partition-range` needs"
+    )
+
+
 class PublishSettings(_Strict):
     """Where the final preference set goes: always a local copy with a dataset card; the Hub when
     ``repo_id`` is set and the token variable holds a token."""
@@ -281,6 +304,7 @@ class Settings(_Strict):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     budget_usd_per_step: float | None = Field(
         None, gt=0, description="per LLM step of a batch (generations, ratings): stop new requests past this spend"
@@ -290,6 +314,7 @@ class Settings(_Strict):
         True, description="stage files, the request cache and the published copy are 0600 in 0700 folders"
     )
     argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
@@ -327,6 +352,10 @@ class Settings(_Strict):
     def endpoint(self, name: str) -> EndpointSettings:
         """Return the endpoint called ``name``."""
         return next(e for e in self.endpoints if e.name == name)
+
+    def limits_dir(self) -> str:
+        """Return the folder of the endpoints' shared limits (backend ``local``)."""
+        return str(Path(self.storage_dir) / "limits")
 
 
 def _require_unique(names: list[str], what: str) -> None:

@@ -7,6 +7,13 @@ the rows of the stage's direct upstream. So lineage reads as the chain of stages
 own after an upstream one lost a row still fails. Running in the asset's step costs no extra step, process or pod
 per batch; a failed blocking check fails the step after its rows are stored, so downstream assets do not run and
 the rows stay there to be read.
+
+A step that covers several batches (a backfill run) records each check once per batch. Dagster 1.13 gives an
+``AssetCheckResult`` no partition and fails a whole step on one failed blocking result, which would stop every
+batch of the run for one bad batch. So in such a step each result becomes an ``AssetCheckEvaluation`` for its
+batch, and a batch that fails its ledger is held back instead: its evaluation is recorded failed (not blocking the
+step) and the later stages of the run mark its rows failed with the reason, without calling a model, while the
+other batches go on.
 """
 
 from __future__ import annotations
@@ -46,16 +53,18 @@ def ledger_spec(stage: str, max_rate: float, partitions: dg.PartitionsDefinition
     )
 
 
-def batch_rows(context: dg.AssetExecutionContext) -> pl.DataFrame | None:
-    """Return the row ids of the batch as its last ``prompts`` materialization recorded them (None: no record)."""
+def batch_rows(context: dg.AssetExecutionContext, batch: str | None = None) -> pl.DataFrame | None:
+    """Return the row ids of ``batch`` (default: the step's partition) as its last ``prompts`` materialization
+    recorded them (None: no record)."""
+    batch = batch or context.partition_key
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("prompts"), asset_partitions=[context.partition_key]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("prompts"), asset_partitions=[batch]), limit=1
     ).records
     materialization = records[0].asset_materialization if records else None
     count = materialization.metadata.get("dagster/row_count") if materialization else None
     if count is None:
         return None
-    return pl.DataFrame({"row_id": [row_id(context.partition_key, i) for i in range(int(count.value))]})
+    return pl.DataFrame({"row_id": [row_id(batch, i) for i in range(int(count.value))]})
 
 
 def ledger_result(
@@ -83,6 +92,52 @@ def ledger_result(
             "reasons": dg.MetadataValue.json(dict(reasons.most_common())),
         },
     )
+
+
+def batch_evaluation(
+    context: dg.AssetExecutionContext, result: dg.AssetCheckResult, batch: str
+) -> dg.AssetCheckEvaluation:
+    """Return ``result`` as the evaluation of ``batch`` in a step covering several batches; a failed blocking check
+    holds the batch back (see the module docstring) rather than failing the step."""
+    name = str(result.check_name)
+    spec = context.assets_def.get_spec_for_check_key(dg.AssetCheckKey(context.asset_key, name))
+    held = spec.blocking and not result.passed
+    description = f"{result.description}. {HELD_BACK}" if held else result.description
+    return dg.AssetCheckEvaluation(
+        asset_key=context.asset_key,
+        check_name=name,
+        passed=result.passed,
+        metadata=result.metadata,
+        severity=result.severity,
+        description=description,
+        blocking=spec.blocking and not held,
+        partition=batch,
+    )
+
+
+HELD_BACK = (
+    "This run covered several batches, so this one was held back instead of stopping the step: the later stages "
+    "of the run mark its rows failed without calling a model. Fix the cause and re-materialize the batch."
+)
+
+
+def held_back(context: dg.AssetExecutionContext, batches: list[str]) -> dict[str, str]:
+    """Return the batches of ``batches`` whose direct upstream asset failed its ledger check in this run, each with
+    that upstream asset's name."""
+    upstream = set(context.assets_def.keys_by_input_name.values())
+    logs = context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    held: dict[str, str] = {}
+    for log in logs:
+        evaluation = log.dagster_event.event_specific_data if log.dagster_event else None
+        if (
+            isinstance(evaluation, dg.AssetCheckEvaluation)
+            and evaluation.check_name == LEDGER
+            and not evaluation.passed
+            and evaluation.asset_key in upstream
+            and evaluation.partition in batches
+        ):
+            held.setdefault(str(evaluation.partition), evaluation.asset_key.to_user_string())
+    return held
 
 
 def warning_spec(name: str, partitions: dg.PartitionsDefinition, limit: float) -> dg.AssetCheckSpec:

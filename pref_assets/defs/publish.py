@@ -11,6 +11,7 @@ from pref_assets.core.card import CardFacts, render_card
 from pref_assets.core.paths import contained_path
 from pref_assets.core.rows import PreferenceRow, column_docs
 from pref_assets.core.rubric import RUBRIC_VERSION
+from pref_assets.defs.stages.common import backfill_policy
 from pref_assets.export import collect_pairs, partition_files, to_layout
 from pref_assets.hub_upload import push, write_local
 from pref_assets.settings import Settings
@@ -32,13 +33,15 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
     """Return the asset that gathers and publishes the final set.
 
     It is partitioned like the pipeline so that one command runs a batch end to end: materializing
-    any batch republishes the set of every batch materialized so far.
+    any batch republishes the set of every batch materialized so far (a run covering several batches
+    republishes once).
     """
     publish = settings.publish
 
     @dg.asset(
         deps=[publish.asset],
         partitions_def=partitions,
+        backfill_policy=backfill_policy(settings),
         group_name="publish",
         description="The final preference set of every materialized batch, with a dataset card; pushed to the "
         "Hugging Face Hub when publish.repo_id and a token are set, written locally in any case.",

@@ -16,8 +16,8 @@ from pref_assets.core.rows import FeedbackRow, PreferenceRow, RatingRow, RecordR
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import batch_rows, ledger_result, ledger_spec
 from pref_assets.defs.io_manager import FRAME
-from pref_assets.defs.metadata import preview, status_metadata
 from pref_assets.defs.resources import ArgillaResource
+from pref_assets.defs.stages.common import BatchOutput, StepEvents, backfill_policy, batch_inputs, materialize, result
 from pref_assets.settings import Settings
 
 GROUP = "review"
@@ -27,38 +27,49 @@ SENSOR_NAME = "argilla_responses"
 
 def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Return ``human_feedback`` and ``preference_pairs``, partitioned like the pipeline."""
-    common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io", "dagster_type": FRAME}
+    common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io", "dagster_type": FRAME,
+              "backfill_policy": backfill_policy(settings)}  # fmt: skip
     n_answers = len(settings.generators)
     policy = settings.pairs
     max_rate = settings.max_failure_rate
 
     @dg.asset(description="Human labels from Argilla per prompt: mean rating and rank per answer, counts.",
               code_version=CODE_VERSION, metadata=_columns(FeedbackRow), **common)  # fmt: skip
-    def human_feedback(argilla: ArgillaResource, argilla_records: pl.DataFrame) -> dg.MaterializeResult:
-        records = schemas.from_frame(argilla_records, RecordRow)
-        if argilla.url:
-            rows, source = _read_feedback(argilla, records, n_answers)
-        else:
-            rows = [feedback.unconfigured_row(r) for r in records]
-            source = "no Argilla URL configured: no human labels; preference_pairs uses the judge"
-        out = schemas.to_frame(rows, FeedbackRow)
-        cols = ["prompt_id", "human_ratings", "human_ranking", "submitted", "status", "reason"]
-        return _output(out, cols, [], argilla=dg.MetadataValue.text(source))
+    def human_feedback(
+        context: dg.AssetExecutionContext, argilla: ArgillaResource, argilla_records: dict[str, pl.DataFrame]
+    ) -> StepEvents:
+        def output(inputs: dict[str, pl.DataFrame]) -> BatchOutput:
+            records = schemas.from_frame(inputs["records"], RecordRow)
+            if argilla.url:
+                rows, source = _read_feedback(argilla, records, n_answers)
+            else:
+                rows = [feedback.unconfigured_row(r) for r in records]
+                source = "no Argilla URL configured: no human labels; preference_pairs uses the judge"
+            out = schemas.to_frame(rows, FeedbackRow)
+            cols = ["prompt_id", "human_ratings", "human_ranking", "submitted", "status", "reason"]
+            return result(out, cols, [], argilla=dg.MetadataValue.text(source))
+
+        batches = batch_inputs(context, records=argilla_records)
+        yield from materialize(context, {batch: output(inputs) for batch, inputs in batches.items()})
 
     @dg.asset(description="The final pairs: decided by human labels where present, by the judge otherwise.",
               code_version=CODE_VERSION, check_specs=[ledger_spec("preference_pairs", max_rate, partitions)],
               metadata=_columns(PreferenceRow), **common)  # fmt: skip
     def preference_pairs(
-        context: dg.AssetExecutionContext, ratings: pl.DataFrame, human_feedback: pl.DataFrame
-    ) -> dg.MaterializeResult:
-        rated = schemas.from_frame(ratings, RatingRow)
-        labelled = schemas.from_frame(human_feedback, FeedbackRow)
-        rows = feedback.preference_rows(rated, labelled, min_margin=policy.min_margin, rejected=policy.rejected)
-        out = schemas.to_frame(rows, PreferenceRow)
-        sources = Counter(r.pair_source for r in rows if r.ok)
-        cols = ["prompt_id", "pair_source", "chosen_model", "rejected_model", "margin", "status", "reason"]
-        check = ledger_result("preference_pairs", ratings, out, max_rate, batch_rows(context))
-        return _output(out, cols, [check], pairs_by_source=dg.MetadataValue.json(dict(sources)))
+        context: dg.AssetExecutionContext, ratings: dict[str, pl.DataFrame], human_feedback: dict[str, pl.DataFrame]
+    ) -> StepEvents:
+        def output(batch: str, inputs: dict[str, pl.DataFrame]) -> BatchOutput:
+            rated = schemas.from_frame(inputs["ratings"], RatingRow)
+            labelled = schemas.from_frame(inputs["feedback"], FeedbackRow)
+            rows = feedback.preference_rows(rated, labelled, min_margin=policy.min_margin, rejected=policy.rejected)
+            out = schemas.to_frame(rows, PreferenceRow)
+            sources = Counter(r.pair_source for r in rows if r.ok)
+            cols = ["prompt_id", "pair_source", "chosen_model", "rejected_model", "margin", "status", "reason"]
+            check = ledger_result("preference_pairs", inputs["ratings"], out, max_rate, batch_rows(context, batch))
+            return result(out, cols, [check], pairs_by_source=dg.MetadataValue.json(dict(sources)))
+
+        batches = batch_inputs(context, ratings=ratings, feedback=human_feedback)
+        yield from materialize(context, {batch: output(batch, inputs) for batch, inputs in batches.items()})
 
     return [human_feedback, preference_pairs]
 
@@ -85,13 +96,6 @@ def _fetch(client: ArgillaClient, argilla: ArgillaResource, ids: list[str]) -> t
         hint = "materialize argilla_records for this batch first"
         raise dg.Failure(description=f"Argilla: no dataset {argilla.target()}; {hint}")
     return client.records_by_external_id(dataset_id, ids), client.progress(dataset_id)
-
-
-def _output(
-    out: pl.DataFrame, columns: list[str], checks: list[dg.AssetCheckResult], **extra: dg.MetadataValue
-) -> dg.MaterializeResult:
-    metadata = status_metadata(out) | preview(out, columns) | extra
-    return dg.MaterializeResult(value=out, metadata=metadata, check_results=checks)
 
 
 def build_review_sensor(settings: Settings, job_name: str, partitions: dg.PartitionsDefinition) -> dg.SensorDefinition:

@@ -1,20 +1,29 @@
-"""What every pipeline asset shares: its Dagster options, the LLM call wrapper, and the result it returns."""
+"""What every pipeline asset shares: its Dagster options, the LLM call wrapper, and the per-batch loop.
+
+A step covers one batch, or a range of batches when a backfill groups them into one run
+(``backfill.partitions_per_run``). ``batch_inputs`` gives each batch its input frames, ``call_batches`` sends
+every batch's LLM calls through one request loop (the endpoint stays busy across batch boundaries) and splits the
+answers back, and ``materialize`` stores each batch as its own file with its own metadata and check results.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import dagster as dg
 import polars as pl
 
 from pref_assets.clients.llm import ChatResult, EndpointConfigError
 from pref_assets.clients.runner import Budget, EndpointParkedError, Prices, run_calls
+from pref_assets.core import status
 from pref_assets.core.calls import Call
 from pref_assets.core.ids import row_id
 from pref_assets.core.rows import PromptRow
 from pref_assets.defs import schemas
-from pref_assets.defs.checks import ledger_spec
+from pref_assets.defs.checks import batch_evaluation, held_back, ledger_spec
 from pref_assets.defs.io_manager import FRAME
 from pref_assets.defs.metadata import preview, status_metadata
 from pref_assets.defs.resources import LLMResource
@@ -29,6 +38,15 @@ FOLLOW_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_de
 # completed calls come from the request cache, so a retry re-sends only what failed.
 LLM_POOL = "llm"
 LLM_RETRY = dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+HELD_REASON = "held_back"
+T = TypeVar("T")
+# `backfill_policy` is a beta parameter of `@asset` in Dagster 1.13; its warning would repeat at every load.
+warnings.filterwarnings(
+    "ignore", message=r"Parameter `backfill_policy` .* is currently in beta", category=dg.BetaWarning
+)
+# What an asset body yields: its MaterializeResult, and in a step covering several batches the check outputs and
+# each batch's check evaluations.
+StepEvents = Iterator[dg.MaterializeResult | dg.Output | dg.AssetCheckEvaluation]
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,7 @@ class Stage:
             "dagster_type": FRAME,
             "metadata": {"dagster/column_schema": schemas.column_schema(row_type)},
         }
+        options["backfill_policy"] = backfill_policy(self.settings)
         if follows:
             options["automation_condition"] = FOLLOW_UPSTREAM
         if calls_llm:
@@ -60,6 +79,59 @@ class Stage:
     def budget(self) -> Budget:
         """Return a fresh spending cap for one LLM step."""
         return Budget(Prices(self.settings.prices()), self.settings.budget_usd_per_step)
+
+
+def backfill_policy(settings: Settings) -> dg.BackfillPolicy:
+    """Return how a backfill groups batches into runs: ``backfill.partitions_per_run`` a run, or one run."""
+    if settings.backfill.single_run:
+        return dg.BackfillPolicy.single_run()
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=settings.backfill.partitions_per_run)
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """One batch's rows, the columns its preview shows, its check results and extra metadata."""
+
+    frame: pl.DataFrame
+    columns: list[str]
+    checks: list[dg.AssetCheckResult]
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def batch_inputs(
+    context: dg.AssetExecutionContext, **inputs: dict[str, pl.DataFrame]
+) -> dict[str, dict[str, pl.DataFrame]]:
+    """Return each batch of the step with its input frames by input name. In a step covering several batches, the
+    ok rows of a batch whose upstream failed its ledger check in this run come back failed here (held back)."""
+    batches = list(context.partition_keys)
+    held = held_back(context, batches) if len(batches) > 1 else {}
+    stage = context.asset_key.to_user_string()
+    out: dict[str, dict[str, pl.DataFrame]] = {}
+    for batch in batches:
+        frames = {name: value[batch] for name, value in inputs.items()}
+        if batch in held:
+            frames = {name: hold(frame, stage, held[batch]) for name, frame in frames.items()}
+        out[batch] = frames
+    return out
+
+
+def hold(frame: pl.DataFrame, stage: str, upstream: str) -> pl.DataFrame:
+    """Return ``frame`` with its ok rows failed at ``stage``: ``upstream`` failed its ledger check for the batch."""
+    ok = pl.col("status") == status.OK
+    reason = f"{HELD_REASON}: {upstream} failed its ledger check for this batch"
+    return frame.with_columns(
+        pl.when(ok).then(pl.lit(status.FAILED)).otherwise(pl.col("status")).alias("status"),
+        pl.when(ok).then(pl.lit(stage)).otherwise(pl.col("failed_stage")).alias("failed_stage"),
+        pl.when(ok).then(pl.lit(reason)).otherwise(pl.col("reason")).alias("reason"),
+    )
+
+
+def split(items: Sequence[T], sizes: Mapping[str, int]) -> dict[str, list[T]]:
+    """Return ``items`` cut into consecutive runs of ``sizes`` (batch -> count), in order."""
+    out, start = {}, 0
+    for batch, size in sizes.items():
+        out[batch], start = list(items[start : start + size]), start + size
+    return out
 
 
 def prompt_rows(prompts: pl.DataFrame, batch: str) -> list[PromptRow]:
@@ -79,10 +151,37 @@ def call_llm(
         raise dg.Failure(description=str(err), allow_retries=False) from err
 
 
-def result(
-    out: pl.DataFrame, columns: list[str], checks: list[dg.AssetCheckResult], **extra: object
-) -> dg.MaterializeResult:
-    """Return the frame with its status counts, a preview of ``columns``, check results and extra metadata."""
-    metadata = status_metadata(out) | preview(out, columns)
-    metadata |= {k: v if isinstance(v, dg.MetadataValue) else dg.MetadataValue.text(str(v)) for k, v in extra.items()}
-    return dg.MaterializeResult(value=out, metadata=metadata, check_results=checks)
+def call_batches(
+    context: dg.AssetExecutionContext, llm: LLMResource, budget: Budget, calls: Mapping[str, list[Call]]
+) -> dict[str, list[ChatResult]]:
+    """Send every batch's ``calls`` through one request loop; return the answers per batch."""
+    flat = [call for batch_calls in calls.values() for call in batch_calls]
+    return split(call_llm(context, llm, budget, flat), {batch: len(c) for batch, c in calls.items()})
+
+
+def result(out: pl.DataFrame, columns: list[str], checks: list[dg.AssetCheckResult], **extra: object) -> BatchOutput:
+    """Return one batch's output: its frame, the columns to preview, check results and extra metadata."""
+    return BatchOutput(out, columns, checks, extra)
+
+
+def materialize(context: dg.AssetExecutionContext, outputs: Mapping[str, BatchOutput]) -> StepEvents:
+    """Yield what stores each batch as its own file with its own metadata and check results."""
+    if len(outputs) == 1 and context.has_partition_key:
+        (one,) = outputs.values()
+        yield dg.MaterializeResult(value=one.frame, metadata=_metadata(one), check_results=one.checks)
+        return
+    for batch, output in outputs.items():
+        context.add_asset_metadata(_metadata(output), partition_key=batch)
+    yield dg.MaterializeResult(value={batch: output.frame for batch, output in outputs.items()})
+    selected = context.selected_asset_check_keys
+    for name, spec in context.assets_def.check_specs_by_output_name.items():
+        if spec.key in selected:
+            yield dg.Output(None, output_name=name)
+    for batch, output in outputs.items():
+        yield from (batch_evaluation(context, check, batch) for check in output.checks)
+
+
+def _metadata(output: BatchOutput) -> dict[str, Any]:
+    metadata = status_metadata(output.frame) | preview(output.frame, output.columns)
+    extra = output.extra.items()
+    return metadata | {k: v if isinstance(v, dg.MetadataValue) else dg.MetadataValue.text(str(v)) for k, v in extra}

@@ -10,7 +10,17 @@ from pref_assets.defs import schemas
 from pref_assets.defs.checks import EMPTY_ANSWERS, batch_rows, ledger_result, rate_result, warning_spec
 from pref_assets.defs.metadata import call_metadata, cost_usd
 from pref_assets.defs.resources import LLMResource
-from pref_assets.defs.stages.common import CODE_VERSION, Stage, call_llm, prompt_rows, result
+from pref_assets.defs.stages.common import (
+    CODE_VERSION,
+    BatchOutput,
+    Stage,
+    StepEvents,
+    batch_inputs,
+    call_batches,
+    materialize,
+    prompt_rows,
+    result,
+)
 
 STAGE = "generations_by_model"
 
@@ -25,24 +35,26 @@ def build_generations(stage: Stage) -> dg.AssetsDefinition:
               code_version=CODE_VERSION, check_specs=checks,
               **stage.options(GenerationRow, calls_llm=True))  # fmt: skip
     def generations_by_model(
-        context: dg.AssetExecutionContext, llm: LLMResource, prompts: pl.DataFrame
-    ) -> dg.MaterializeResult:
-        rows = prompt_rows(prompts, context.partition_key)
-        plan = plan_generations(rows, generators)
-        results = call_llm(context, llm, stage.budget(), [call for _, _, call in plan])
-        out_rows = [generation_row(p, name, answer) for (p, name, _), answer in zip(plan, results, strict=True)]
-        out_rows += [upstream_failure_row(p) for p in rows if not p.ok]
-        out = schemas.to_frame(out_rows, GenerationRow)
-        cost = cost_usd(out, {g.name: g for g in generators})
-        return result(
-            out,
-            ["prompt_id", "model", "generation", "status", "reason"],
-            [
-                ledger_result(STAGE, prompts, out, max_rate, batch_rows(context)),
+        context: dg.AssetExecutionContext, llm: LLMResource, prompts: dict[str, pl.DataFrame]
+    ) -> StepEvents:
+        batches = batch_inputs(context, prompts=prompts)
+        rows = {batch: prompt_rows(inputs["prompts"], batch) for batch, inputs in batches.items()}
+        plans = {batch: plan_generations(r, generators) for batch, r in rows.items()}
+        answers = call_batches(context, llm, stage.budget(), {b: [call for *_, call in p] for b, p in plans.items()})
+
+        def output(batch: str) -> BatchOutput:
+            planned = zip(plans[batch], answers[batch], strict=True)
+            out_rows = [generation_row(p, name, answer) for (p, name, _), answer in planned]
+            out_rows += [upstream_failure_row(p) for p in rows[batch] if not p.ok]
+            out = schemas.to_frame(out_rows, GenerationRow)
+            checks = [
+                ledger_result(STAGE, batches[batch]["prompts"], out, max_rate, batch_rows(context, batch)),
                 rate_result(EMPTY_ANSWERS, *empty_answers(out_rows), quality.max_empty_answer_rate),
-            ],
-            **call_metadata(out, "model"),
-            **cost,
-        )
+            ]
+            cost = cost_usd(out, {g.name: g for g in generators})
+            cols = ["prompt_id", "model", "generation", "status", "reason"]
+            return result(out, cols, checks, **call_metadata(out, "model"), **cost)
+
+        yield from materialize(context, {batch: output(batch) for batch in batches})
 
     return generations_by_model

@@ -7,7 +7,16 @@ from pref_assets.core.grouping import group_generations
 from pref_assets.core.rows import GenerationRow, GroupedRow
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import batch_rows, ledger_result
-from pref_assets.defs.stages.common import CODE_VERSION, Stage, prompt_rows, result
+from pref_assets.defs.stages.common import (
+    CODE_VERSION,
+    BatchOutput,
+    Stage,
+    StepEvents,
+    batch_inputs,
+    materialize,
+    prompt_rows,
+    result,
+)
 
 STAGE = "grouped"
 
@@ -20,12 +29,20 @@ def build_grouped(stage: Stage) -> dg.AssetsDefinition:
     @dg.asset(description="One row per prompt: answers and model names in aligned lists, gaps visible.",
               code_version=CODE_VERSION, check_specs=[stage.ledger(STAGE)], **stage.options(GroupedRow))  # fmt: skip
     def grouped(
-        context: dg.AssetExecutionContext, prompts: pl.DataFrame, generations_by_model: pl.DataFrame
-    ) -> dg.MaterializeResult:
-        generations = schemas.from_frame(generations_by_model, GenerationRow)
-        rows = group_generations(prompt_rows(prompts, context.partition_key), generations, names)
-        out = schemas.to_frame(rows, GroupedRow)
-        cols = ["prompt_id", "generation_models", "generation_status", "status", "reason"]
-        return result(out, cols, [ledger_result(STAGE, prompts, out, max_rate, batch_rows(context))])
+        context: dg.AssetExecutionContext,
+        prompts: dict[str, pl.DataFrame],
+        generations_by_model: dict[str, pl.DataFrame],
+    ) -> StepEvents:
+        batches = batch_inputs(context, prompts=prompts, generations=generations_by_model)
+
+        def output(batch: str, inputs: dict[str, pl.DataFrame]) -> BatchOutput:
+            generations = schemas.from_frame(inputs["generations"], GenerationRow)
+            rows = group_generations(prompt_rows(inputs["prompts"], batch), generations, names)
+            out = schemas.to_frame(rows, GroupedRow)
+            cols = ["prompt_id", "generation_models", "generation_status", "status", "reason"]
+            ledger = ledger_result(STAGE, inputs["prompts"], out, max_rate, batch_rows(context, batch))
+            return result(out, cols, [ledger])
+
+        yield from materialize(context, {batch: output(batch, inputs) for batch, inputs in batches.items()})
 
     return grouped

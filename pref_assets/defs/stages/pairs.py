@@ -9,7 +9,15 @@ from pref_assets.core.rows import PairRow, RatingRow
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import TIES, batch_rows, ledger_result, rate_result, warning_spec
 from pref_assets.defs.metadata import report_metadata
-from pref_assets.defs.stages.common import CODE_VERSION, Stage, result
+from pref_assets.defs.stages.common import (
+    CODE_VERSION,
+    BatchOutput,
+    Stage,
+    StepEvents,
+    batch_inputs,
+    materialize,
+    result,
+)
 
 STAGE = "dpo_pairs"
 
@@ -22,16 +30,23 @@ def build_pairs(stage: Stage) -> dg.AssetsDefinition:
 
     @dg.asset(description="Chosen/rejected pairs in the FormatTextGenerationDPO layout TRL reads.",
               code_version=CODE_VERSION, check_specs=checks, **stage.options(PairRow))  # fmt: skip
-    def dpo_pairs(context: dg.AssetExecutionContext, ratings: pl.DataFrame) -> dg.MaterializeResult:
-        rated = schemas.from_frame(ratings, RatingRow)
-        rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in rated]
-        out = schemas.to_frame(rows, PairRow)
-        cols = ["prompt_id", "chosen_model", "chosen_rating", "rejected_model", "rejected_rating", "status", "reason"]
-        report = pair_report(rows)
-        checks = [
-            ledger_result(STAGE, ratings, out, max_rate, batch_rows(context)),
-            rate_result(TIES, report["ties"], report["judged"], quality.max_tie_rate),
-        ]
-        return result(out, cols, checks, **report_metadata(report))
+    def dpo_pairs(
+        context: dg.AssetExecutionContext, ratings: dict[str, pl.DataFrame]
+    ) -> StepEvents:
+        def output(batch: str, inputs: dict[str, pl.DataFrame]) -> BatchOutput:
+            rated = schemas.from_frame(inputs["ratings"], RatingRow)
+            rows = [pair_row(r, min_margin=policy.min_margin, rejected=policy.rejected) for r in rated]
+            out = schemas.to_frame(rows, PairRow)
+            cols = ["prompt_id", "chosen_model", "chosen_rating", "rejected_model", "rejected_rating", "status",
+                    "reason"]  # fmt: skip
+            report = pair_report(rows)
+            checks = [
+                ledger_result(STAGE, inputs["ratings"], out, max_rate, batch_rows(context, batch)),
+                rate_result(TIES, report["ties"], report["judged"], quality.max_tie_rate),
+            ]
+            return result(out, cols, checks, **report_metadata(report))
+
+        batches = batch_inputs(context, ratings=ratings)
+        yield from materialize(context, {batch: output(batch, inputs) for batch, inputs in batches.items()})
 
     return dpo_pairs

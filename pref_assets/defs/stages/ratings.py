@@ -12,7 +12,17 @@ from pref_assets.defs import schemas
 from pref_assets.defs.checks import PARSE_FAILURES, batch_rows, ledger_result, rate_result, warning_spec
 from pref_assets.defs.metadata import histogram_chart, report_metadata
 from pref_assets.defs.resources import LLMResource
-from pref_assets.defs.stages.common import CODE_VERSION, Stage, call_llm, result
+from pref_assets.defs.stages.common import (
+    CODE_VERSION,
+    BatchOutput,
+    Stage,
+    StepEvents,
+    batch_inputs,
+    call_llm,
+    materialize,
+    result,
+    split,
+)
 from pref_assets.settings import JudgeSettings, Settings
 
 STAGE = "ratings"
@@ -29,22 +39,33 @@ def build_ratings(stage: Stage) -> dg.AssetsDefinition:
     @dg.asset(description=f"Judge ratings per answer ({', '.join(judge.aspects)}), raw judge text kept.",
               code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=checks,
               **stage.options(RatingRow, calls_llm=True))  # fmt: skip
-    def ratings(context: dg.AssetExecutionContext, llm: LLMResource, grouped: pl.DataFrame) -> dg.MaterializeResult:
-        rows = schemas.from_frame(grouped, GroupedRow)
+    def ratings(
+        context: dg.AssetExecutionContext, llm: LLMResource, grouped: dict[str, pl.DataFrame]
+    ) -> StepEvents:
+        batches = batch_inputs(context, grouped=grouped)
+        rows = {batch: schemas.from_frame(inputs["grouped"], GroupedRow) for batch, inputs in batches.items()}
+        tasks = {batch: plan_tasks(r, judge) for batch, r in rows.items()}
         budget = stage.budget()
-        outcomes = judge_all(plan_tasks(rows, judge), lambda calls: call_llm(context, llm, budget, calls),
-                             judge.max_reasks)  # fmt: skip
-        rated = rating_rows(rows, outcomes, judge)
-        out = schemas.to_frame(rated, RatingRow)
-        cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
-        report = judge_report(rated)
-        unparseable = report["failures_by_reason"].get(UNPARSEABLE, 0)
-        checks = [
-            ledger_result(STAGE, grouped, out, max_rate, batch_rows(context)),
-            rate_result(PARSE_FAILURES, unparseable, report["judge_calls"], limit),
-        ]
-        chart = histogram_chart(report["rating_histogram"])
-        return result(out, cols, checks, **report_metadata(report), **chart, **judge_tokens(outcomes, settings.judge))
+        # Every batch's judge calls (and re-asks) go through one request loop; outcomes come back in task order.
+        outcomes = judge_all([t for ts in tasks.values() for t in ts],
+                             lambda calls: call_llm(context, llm, budget, calls), judge.max_reasks)  # fmt: skip
+        by_batch = split(outcomes, {batch: len(ts) for batch, ts in tasks.items()})
+
+        def output(batch: str) -> BatchOutput:
+            rated = rating_rows(rows[batch], by_batch[batch], judge)
+            out = schemas.to_frame(rated, RatingRow)
+            cols = ["prompt_id", "generation_models", "scores", "status", "reason"]
+            report = judge_report(rated)
+            unparseable = report["failures_by_reason"].get(UNPARSEABLE, 0)
+            checks = [
+                ledger_result(STAGE, batches[batch]["grouped"], out, max_rate, batch_rows(context, batch)),
+                rate_result(PARSE_FAILURES, unparseable, report["judge_calls"], limit),
+            ]
+            chart = histogram_chart(report["rating_histogram"])
+            tokens = judge_tokens(by_batch[batch], settings.judge)
+            return result(out, cols, checks, **report_metadata(report), **chart, **tokens)
+
+        yield from materialize(context, {batch: output(batch) for batch in batches})
 
     return ratings
 
