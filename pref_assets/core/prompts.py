@@ -44,6 +44,14 @@ class RawRow:
     values: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Original:
+    """The first occurrence of a prompt: the ``row_id`` and ``source_ref`` a later repeat names."""
+
+    row_id: str
+    source_ref: str
+
+
 def check_columns(columns: Iterable[str], mapping: Mapping[str, str], where: str) -> None:
     """Raise if neither the instruction nor the messages column the mapping names is present."""
     present = set(columns)
@@ -57,23 +65,49 @@ def check_columns(columns: Iterable[str], mapping: Mapping[str, str], where: str
 
 
 def normalize_rows(
-    rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_chars: int, row_key: Callable[[int], str] = str
+    rows: Iterable[RawRow],
+    mapping: Mapping[str, str],
+    *,
+    max_chars: int,
+    row_key: Callable[[int], str] = str,
+    originals: Mapping[str, Original] | None = None,
 ) -> list[PromptRow]:
     """Return one prompt row per raw row: ok, or failed with a reason. Nothing is dropped.
 
-    ``row_key(i)`` gives the ``row_id`` of the i-th row (0-based) of ``rows``.
+    ``row_key(i)`` gives the ``row_id`` of the i-th row (0-based) of ``rows``. ``originals`` holds the first
+    occurrences that came before ``rows`` (earlier batches), by ``duplicate_key``: a row alike one of them is a
+    duplicate of it, so repeats are found across batches read one at a time.
     """
-    seen: dict[str, PromptRow] = {}
+    seen: dict[str, Original] = dict(originals or {})
     out: list[PromptRow] = []
     for index, raw in enumerate(rows):
         row = _normalize(raw, mapping, max_chars, row_key(index))
         if row.ok:
-            original = seen.setdefault(_duplicate_key(row), row)
-            if original is not row:
+            original = seen.setdefault(_duplicate_key(row), Original(row.row_id, row.source_ref))
+            if original.row_id != row.row_id:
                 reason = f"{DUPLICATE}: same prompt as {original.source_ref}"
                 row = replace(row, duplicate_of=original.row_id, **status.failure(status.STAGE_PROMPTS, reason))
         out.append(row)
     return out
+
+
+def first_occurrences(
+    rows: Iterable[RawRow], mapping: Mapping[str, str], *, max_chars: int, row_key: Callable[[int], str] = str
+) -> dict[str, Original]:
+    """Return the first ok row of each ``duplicate_key`` among ``rows``: the originals later rows repeat."""
+    found: dict[str, Original] = {}
+    for index, raw in enumerate(rows):
+        row = _normalize(raw, mapping, max_chars, row_key(index))
+        if row.ok:
+            found.setdefault(_duplicate_key(row), Original(row.row_id, row.source_ref))
+    return found
+
+
+def duplicate_key(values: Mapping[str, Any], mapping: Mapping[str, str], *, max_chars: int) -> str | None:
+    """Return the key a source row's prompt is compared by for repeats, or None when the row fails (an empty,
+    too long or unreadable prompt is no original)."""
+    row = _normalize(RawRow("", values), mapping, max_chars, "")
+    return _duplicate_key(row) if row.ok else None
 
 
 def duplicate_form(text: str) -> str:

@@ -14,6 +14,7 @@ from pref_assets.core.batching import batch_keys
 from pref_assets.core.prompts import PromptSourceError
 from pref_assets.settings import Settings
 from pref_assets.sources import read_source
+from pref_assets.sources.batches import count_rows
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ FOLDER_PARTITIONS = "prompt_file_batches"
 
 def build_partitions(settings: Settings) -> dg.PartitionsDefinition:
     """Return one partition per batch of the source; a hub source counts ``source.limit`` rows.
+
+    A ``files`` source is counted from its row indexes (``pref_assets.sources.index``): the first load reads
+    each file once to build them, later loads read only their footers until a file changes.
 
     A source that cannot be read yet still gives one batch, so the project loads and the
     ``prompts`` asset reports the problem when it runs. A folder source gets the dynamic partitions
@@ -38,7 +42,7 @@ def _row_count(settings: Settings) -> int:
     if source.kind == "hub":
         return source.limit or settings.batch_size
     try:
-        return len(read_source(source))
+        return count_rows(source, settings.storage_dir) if source.kind == "files" else len(read_source(source))
     except PromptSourceError as err:
         log.warning("prompt source not readable yet (%s); defining one batch", err)
         return settings.batch_size

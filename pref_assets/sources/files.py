@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from pref_assets.core import limits
 from pref_assets.core.limits import MAX_FILE_BYTES, json_too_deep_at, size_problem, too_deep, value_problem
 from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
 from pref_assets.core.text import encodable_values
@@ -41,7 +42,7 @@ def read_checked_file(path: Path, mapping: Mapping[str, str]) -> list[RawRow]:
 
 def read_file(path: Path) -> list[RawRow]:
     """Return the rows of one file, chosen by its suffix."""
-    _check_regular_file(path)
+    check_regular_file(path)
     readers = {".jsonl": read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
     reader = readers.get(path.suffix.lower())
     if reader is None:
@@ -61,22 +62,26 @@ def read_jsonl(path: Path) -> list[RawRow]:
     """Return one row per non-blank line; a malformed line raises with its line number."""
     rows = []
     # Lines end at "\n" only: JSON strings may hold U+2028, U+2029 or U+0085, which str.splitlines() would split at.
-    for number, line in enumerate(_decode(path).split("\n"), start=1):
+    for number, line in enumerate(decode_file(path).split("\n"), start=1):
         line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        problem = size_problem(len(line), "the line")
-        if problem:
-            raise PromptSourceError(f"{path}:{number}: {problem}")
-        value = _parse_json(line, f"{path}:{number}")
-        if not isinstance(value, dict):
-            raise PromptSourceError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
-        rows.append(RawRow(f"{path}:{number}", value))
+        if line.strip():
+            rows.append(RawRow(f"{path}:{number}", parse_jsonl_line(line, path, number)))
     return rows
 
 
+def parse_jsonl_line(line: str, path: Path, number: int) -> dict[str, Any]:
+    """Return the object on JSONL line ``number`` (not blank, line end removed); raise naming ``path:number``."""
+    problem = size_problem(len(line), "the line")
+    if problem:
+        raise PromptSourceError(f"{path}:{number}: {problem}")
+    value = _parse_json(line, f"{path}:{number}")
+    if not isinstance(value, dict):
+        raise PromptSourceError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _read_json(path: Path) -> list[RawRow]:
-    text = _decode(path)
+    text = decode_file(path)
     deep = json_too_deep_at(text)
     if deep is not None:
         raise PromptSourceError(f"{path}:{text.count(chr(10), 0, deep) + 1}: {too_deep()}")
@@ -88,7 +93,7 @@ def _read_json(path: Path) -> list[RawRow]:
     for index, item in enumerate(value):
         if not isinstance(item, dict):
             raise PromptSourceError(f"{path}: item {index}: expected an object, got {type(item).__name__}")
-        _check_row(item, f"{path}: item {index}")
+        check_row(item, f"{path}: item {index}")
     return [RawRow(f"{path}:item {i}", item) for i, item in enumerate(value)]
 
 
@@ -99,12 +104,18 @@ def _read_parquet(path: Path) -> list[RawRow]:
         raise PromptSourceError(f"{path}: not a readable Parquet file: {err}") from err
     rows = [RawRow(f"{path}:row {i + 1}", row) for i, row in enumerate(frame.iter_rows(named=True))]
     for row in rows:
-        _check_row(row.values, row.source_ref)
+        check_row(row.values, row.source_ref)
     return rows
 
 
 def _read_csv(path: Path) -> list[RawRow]:
-    text = _decode(path)
+    return read_csv_layout(path)[0]
+
+
+def read_csv_layout(path: Path) -> tuple[list[RawRow], bool]:
+    """Return the rows of a CSV file and whether they are numbered by the line each starts on (False: the csv
+    module read the layout differently from polars, and rows are numbered as read)."""
+    text = decode_file(path)
     try:
         frame = pl.read_csv(text.encode("utf-8"), infer_schema=False)
     except pl.exceptions.PolarsError as err:
@@ -113,12 +124,13 @@ def _read_csv(path: Path) -> list[RawRow]:
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise PromptSourceError(f"{path}:1: column(s) {repeated} appear more than once; rename them")
-    if len(lines) != frame.height:  # a layout the csv module reads differently: number the rows as read
+    by_start = len(lines) == frame.height
+    if not by_start:  # a layout the csv module reads differently: number the rows as read
         lines = [i + 2 for i in range(frame.height)]
     rows = [RawRow(f"{path}:line {line}", row) for line, row in zip(lines, frame.iter_rows(named=True), strict=True)]
     for row in rows:
-        _check_row(row.values, row.source_ref)
-    return rows
+        check_row(row.values, row.source_ref)
+    return rows, by_start
 
 
 def _csv_layout(text: str) -> tuple[list[str], list[int]]:
@@ -137,7 +149,8 @@ def _csv_layout(text: str) -> tuple[list[str], list[int]]:
     return header, starts
 
 
-def _check_regular_file(path: Path) -> None:
+def check_regular_file(path: Path) -> None:
+    """Raise unless ``path`` is a regular file within the size bound."""
     if path.is_dir():
         raise PromptSourceError(f"{path}: is a directory, not a prompt file; name the files in it")
     if not path.exists():
@@ -152,13 +165,15 @@ def _check_regular_file(path: Path) -> None:
         raise PromptSourceError(f"{path}: the file is {size} bytes, over the limit of {MAX_FILE_BYTES}; split it")
 
 
-def _check_row(values: object, where: str) -> None:
+def check_row(values: object, where: str) -> None:
+    """Raise naming ``where`` when a row's values nest too deeply or hold too much text."""
     problem = value_problem(values)
     if problem:
         raise PromptSourceError(f"{where}: {problem}")
 
 
-def _decode(path: Path) -> str:
+def decode_file(path: Path) -> str:
+    """Return the text of a UTF-8 file; raise naming the line and offset of the first byte that is not."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
@@ -170,7 +185,8 @@ def _decode(path: Path) -> str:
 
 
 def _parse_json(text: str, where: str) -> Any:
-    if json_too_deep_at(text) is not None:
+    # JSON with fewer brackets than the bound cannot nest past it: most lines skip the scan
+    if text.count("[") + text.count("{") > limits.MAX_DEPTH and json_too_deep_at(text) is not None:
         raise PromptSourceError(f"{where}: {too_deep()}")
     try:
         return encodable_values(json.loads(text))

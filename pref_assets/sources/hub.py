@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import httpx
 
 from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
 from pref_assets.core.secrets import Secrets
 from pref_assets.settings import SourceSettings
+from pref_assets.sources.dupkeys import duplicate_keys
+from pref_assets.sources.index import RowIndex, Scan, stored_index, version_digest
+
+_CHUNK = 20_000
 
 _ALTERNATIVES = (
     "download it elsewhere and point source.kind: files at the JSONL/Parquet/CSV copy, or use source.kind: embedded"
@@ -57,6 +62,37 @@ def read_hub(source: SourceSettings) -> list[RawRow]:
     rows = [RawRow(f"{where}:row {i + 1}", row) for i, row in enumerate(dataset)]
     check_columns(dataset.column_names, source.columns, where)
     return rows
+
+
+def read_hub_rows(
+    source: SourceSettings, start: int, stop: int, index_dir: Path | None
+) -> tuple[list[RawRow], RowIndex]:
+    """Return rows [start, stop) of ``source.repo_id`` / ``source.split`` (within ``source.limit``) and the split's
+    row index. Only these rows become Python values; the index is built once per dataset version."""
+    if not source.repo_id:
+        raise PromptSourceError("source.kind is 'hub' but source.repo_id is not set")
+    dataset = _load(source, _offline_requested() or not hub_reachable())
+    where = f"hub:{source.repo_id}[{source.split}]"
+    check_columns(dataset.column_names, source.columns, where)
+    total = min(len(dataset), source.limit) if source.limit else len(dataset)
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    name = f"hub-{version_digest(source.repo_id, source.split)[:8]}"
+    version = version_digest(fingerprint, total, sorted(source.columns.items()), source.max_prompt_chars)
+    index = stored_index(index_dir if fingerprint else None, name, version, lambda: _scan(dataset, total, source))
+    part = dataset.select(range(start, max(start, min(stop, total))))
+    return [RawRow(f"{where}:row {start + i + 1}", row) for i, row in enumerate(part)], index
+
+
+def _scan(dataset, total: int, source: SourceSettings) -> Scan:  # noqa: ANN001 - datasets.Dataset, imported lazily
+    names = [source.columns.get(f, f) for f in ("instruction", "system_prompt", "messages")]
+    columns = dataset.select_columns([n for n in dict.fromkeys(names) if n in dataset.column_names])
+    scan = Scan()
+    for offset in range(0, total, _CHUNK):
+        part = columns[offset : min(offset + _CHUNK, total)]
+        n_rows = min(offset + _CHUNK, total) - offset
+        scan.keys += duplicate_keys(part, n_rows, source.columns, max_chars=source.max_prompt_chars)
+        scan.lines.extend(range(offset + 1, offset + n_rows + 1))
+    return scan
 
 
 def hub_endpoint() -> str:
