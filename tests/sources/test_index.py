@@ -103,7 +103,8 @@ def test_batches_find_the_same_duplicates_as_the_whole_source(tmp_path: Path) ->
     first.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in texts[:6]))
     second.write_text("instruction\n" + "".join(f"{t}\n" for t in texts[6:]), encoding="utf-8")
     source = SourceSettings(kind="files", paths=[str(first), str(second)], max_prompt_chars=100)
-    whole = normalize_rows(read_files(source.paths, {}), {}, max_chars=100, row_key=lambda i: f"batch-{i // 2:05d}#{i % 2}")
+    row_key = lambda i: f"batch-{i // 2:05d}#{i % 2}"  # noqa: E731
+    whole = normalize_rows(read_files(source.paths, {}), {}, max_chars=100, row_key=row_key)
     got = _prompts(source, tmp_path / "store", 2, 6)
     assert [(r.status, r.reason, r.duplicate_of) for r in got] == [(r.status, r.reason, r.duplicate_of) for r in whole]
     assert sum(r.duplicate_of is not None for r in got) == 4
