@@ -11,6 +11,11 @@ park the endpoint. Failures that reached the server (5xx, read timeouts, unreada
 request, and only for requests first sent after the last success: a request that always fails is a problem of
 that request, not of the endpoint. When ``breaker_threshold`` different requests failed that way, a health
 probe (a minimal request, supplied by the client) decides: an answer counts as a success, a failure parks.
+
+With ``shared`` limits (``pref_assets.clients.shared_limits``) the configured concurrency and budgets hold for the
+sum of every process using the same store: after its own window, pause and budgets allow a request, the limiter
+takes a lease and the request's budget from the store, one request of the process at a time; the lease is given
+back when the attempt ends, and a ``Retry-After`` pause and the token count of an answer are sent to the store too.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+
+from pref_assets.clients.shared_limits import Budget, SharedLimits, StoreSpec, open_store
 
 Clock = Callable[[], float]
 Probe = Callable[[], Awaitable[str | None]]
@@ -87,6 +94,7 @@ class Limiter:
     breaker_threshold: int = 25
     breaker_cooldown: float = 30.0
     clock: Clock = time.monotonic
+    shared: SharedLimits | None = None
     window: float = field(init=False)
     in_flight: int = field(default=0, init=False)
     paused_until: float = field(default=0.0, init=False)
@@ -102,6 +110,7 @@ class Limiter:
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
     _waiters: deque[asyncio.Future[None]] = field(default_factory=deque, init=False, repr=False)
     _probing: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _gate: asyncio.Lock | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         now = self.clock()
@@ -114,11 +123,18 @@ class Limiter:
         """Wait for a place in the window (first come, first served), then for the pause, the budgets and
         the breaker to allow the request."""
         await self._acquire()
+        lease: str | None = None
         try:
-            await self._pace(estimated_tokens)
+            if self.shared is None:
+                await self._pace(estimated_tokens)
+            else:
+                async with self._shared_gate():  # one request of the process at a time asks the store
+                    lease = await self._pace(estimated_tokens)
             yield
         finally:
             self._release()
+            if lease is not None and self.shared is not None:
+                self.shared.release(lease)
 
     async def _acquire(self) -> None:
         waiters = self._waiting()
@@ -154,10 +170,18 @@ class Limiter:
         """Return the queue of waiters of the running event loop (a new loop starts an empty queue)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            self._loop, self._waiters = loop, deque()
+            self._loop, self._waiters, self._gate = loop, deque(), None
         return self._waiters
 
-    async def _pace(self, estimated_tokens: int) -> None:
+    def _shared_gate(self) -> asyncio.Lock:
+        """Return the lock of the running event loop that lets one request at a time ask the shared store."""
+        self._waiting()
+        if self._gate is None:
+            self._gate = asyncio.Lock()
+        return self._gate
+
+    async def _pace(self, estimated_tokens: int) -> str | None:
+        """Wait until the request may go; return its shared lease (None without shared limits)."""
         while True:
             probing = self._running_probe()
             if probing is not None:  # hold new attempts until the endpoint has answered the probe
@@ -171,10 +195,13 @@ class Limiter:
                 self.requests.wait_time(1, now),
                 self.tokens.wait_time(estimated_tokens, now),
             )
+            lease = None
+            if wait <= 0 and self.shared is not None:
+                lease, wait = await self.shared.acquire(estimated_tokens)
             if wait <= 0:
                 self.requests.take(1, now)
                 self.tokens.take(estimated_tokens, now)
-                return
+                return lease
             await asyncio.sleep(min(wait, 1.0))
 
     def record_success(self, used_tokens: int, estimated_tokens: int, headers: Mapping[str, str]) -> None:
@@ -182,6 +209,8 @@ class Limiter:
         self._reset()
         self.window = min(float(self.max_concurrency), self.window + 1.0 / max(self.window, 1.0))
         self.tokens.take(used_tokens - estimated_tokens, self.clock())
+        if self.shared is not None:
+            self.shared.charge(used_tokens - estimated_tokens)
         self._learn(headers)
         self._grant()
 
@@ -194,6 +223,8 @@ class Limiter:
             self.last_cut = now
         if retry_after is not None:
             self.paused_until = max(self.paused_until, now + retry_after)
+            if self.shared is not None:
+                self.shared.pause(retry_after)
         self._learn(headers)
 
     def record_unreachable(self, error: str) -> None:
@@ -268,12 +299,28 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-_SHARED: dict[tuple[str, int, float | None, float | None], Limiter] = {}
+_SHARED: dict[tuple[str, int, float | None, float | None, StoreSpec | None], Limiter] = {}
 
 
-def shared_limiter(endpoint_id: str, *, max_concurrency: int, rpm: float | None, tpm: float | None) -> Limiter:
-    """Return the process-wide limiter of an endpoint (one per identity and settings)."""
-    key = (endpoint_id, max_concurrency, rpm, tpm)
+def shared_limiter(
+    endpoint_id: str,
+    *,
+    max_concurrency: int,
+    rpm: float | None,
+    tpm: float | None,
+    store: StoreSpec | None = None,
+    scope: str = "",
+) -> Limiter:
+    """Return the process-wide limiter of an endpoint (one per identity, settings and store).
+
+    With a ``store`` the limits hold for every process using it; ``scope`` (say, a fingerprint of the API key)
+    separates budgets of one endpoint that the server counts apart.
+    """
+    key = (endpoint_id + scope, max_concurrency, rpm, tpm, store)
     if key not in _SHARED:
-        _SHARED[key] = Limiter(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm)
+        shared = None
+        if store is not None and store.backend != "process":
+            budget = Budget(max_concurrency, rpm, tpm)
+            shared = SharedLimits(open_store(store, endpoint_id + scope), budget, lease_ttl=store.lease_ttl)
+        _SHARED[key] = Limiter(max_concurrency=max_concurrency, rpm=rpm, tpm=tpm, shared=shared)
     return _SHARED[key]

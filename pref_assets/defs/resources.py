@@ -21,15 +21,18 @@ from pref_assets.clients.local_server import (
     default_threads,
 )
 from pref_assets.clients.retry import RetryPolicy
-from pref_assets.core.secrets import Secrets
-from pref_assets.settings import EMBEDDED, ArgillaSettings, EndpointSettings, Settings
+from pref_assets.clients.shared_limits import StoreSpec
+from pref_assets.core.secrets import Secrets, secret_fingerprint
+from pref_assets.settings import EMBEDDED, ArgillaSettings, EndpointSettings, LimitsSettings, Settings
 
 
 class LLMResource(dg.ConfigurableResource):
     """Builds chat clients per endpoint; starts the embedded model server when one is used.
 
     ``api_keys`` maps an endpoint's name to its key (read through ``dg.EnvVar`` from the variable its
-    ``api_key_env`` names); an endpoint without a key has no entry.
+    ``api_key_env`` names); an endpoint without a key has no entry. ``limits`` (or an endpoint's own) says where
+    its limits are counted: ``local`` keeps them in ``limits_dir`` (without one, per process), ``redis`` at the URL
+    ``redis_urls`` holds under the name of its ``redis_url_env`` (read through ``dg.EnvVar``).
     """
 
     endpoints: list[EndpointSettings]
@@ -37,6 +40,9 @@ class LLMResource(dg.ConfigurableResource):
     embedded_threads: int = default_threads()
     cache_path: str | None = None
     private_files: bool = True
+    limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings(backend="process"))
+    limits_dir: str | None = None
+    redis_urls: dict[str, str] = Field(default_factory=dict)
     _server: LocalModelServer | None = PrivateAttr(default=None)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -71,11 +77,34 @@ class LLMResource(dg.ConfigurableResource):
             endpoint_id=identity,
             # the other endpoints' keys too: whatever any server echoes, no configured key is stored
             secrets=Secrets.of(*self.api_keys.values()),
-            limiter=shared_limiter(identity, max_concurrency=concurrency, rpm=endpoint.rpm, tpm=endpoint.tpm),
+            limiter=shared_limiter(
+                identity,
+                max_concurrency=concurrency,
+                rpm=endpoint.rpm,
+                tpm=endpoint.tpm,
+                store=None if embedded else self._store(endpoint),
+                # servers count limits per key: another key is another budget
+                scope=f"#{secret_fingerprint(key)}" if (key := self.api_keys.get(name)) else "",
+            ),
         )
         if embedded:
             client.bottleneck_note = EMBEDDED_BOTTLENECK
         return client
+
+    def _store(self, endpoint: EndpointSettings) -> StoreSpec | None:
+        """Return where the endpoint's limits are shared with other processes, or None for this process only."""
+        limits = endpoint.limits or self.limits
+        if limits.backend == "local" and self.limits_dir:
+            return StoreSpec("local", self.limits_dir, limits.lease_ttl_s)
+        if limits.backend == "redis":
+            url = self.redis_urls.get(limits.redis_url_env)
+            if not url:
+                raise ValueError(
+                    f"endpoint {endpoint.name}: limits.backend is redis but the environment variable "
+                    f"{limits.redis_url_env} (limits.redis_url_env) holds no Redis URL"
+                )
+            return StoreSpec("redis", url, limits.lease_ttl_s)
+        return None
 
     def _base_url(self, endpoint: EndpointSettings) -> str:
         if endpoint.base_url != EMBEDDED:
@@ -99,7 +128,16 @@ def build_llm_resource(settings: Settings) -> LLMResource:
         api_keys={e.name: dg.EnvVar(e.api_key_env) for e in settings.endpoints if e.api_key_env},
         cache_path=settings.cache_path(),
         private_files=settings.private_files,
+        limits=settings.limits,
+        limits_dir=settings.limits_dir(),
+        redis_urls={env: dg.EnvVar(env) for env in _redis_url_envs(settings)},
     )
+
+
+def _redis_url_envs(settings: Settings) -> list[str]:
+    """Return the variables holding the Redis URLs of the endpoints whose limits are kept in Redis."""
+    chosen = [e.limits or settings.limits for e in settings.endpoints if e.base_url != EMBEDDED]
+    return sorted({limits.redis_url_env for limits in chosen if limits.backend == "redis"})
 
 
 class ArgillaResource(dg.ConfigurableResource):

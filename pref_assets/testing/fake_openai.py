@@ -64,6 +64,7 @@ class FakeConfig:
     slow_body: float = 0.0
     echo_headers: bool = False
     planted_verdict: bool = False
+    rate_limit_headers: bool = True
 
     def __post_init__(self) -> None:
         for name in ("fail_5xx", "fail_timeout", "malformed", "truncated", "latency_jitter", "poison"):
@@ -766,7 +767,8 @@ class FakeOpenAI:
         if self.bucket is None or wait <= 0:
             return None
         message = f"rate limit of {self.config.rpm:g} requests per minute exceeded"
-        return error_reply(429, message, "requests", rate_limit_headers(self.bucket, wait))
+        headers = rate_limit_headers(self.bucket, wait) if self.config.rate_limit_headers else ()
+        return error_reply(429, message, "requests", headers)
 
     async def complete(self, body: dict[str, Any], receive: Receive) -> Reply | None:
         """Apply latency and faults, then build the completion."""
@@ -864,6 +866,7 @@ _FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "slow_body": (float, "seconds between two bytes of a 200 body, sent after the headers (0: off)"),
     "echo_headers": (_truthy, "answers and error messages repeat the request headers, Authorization included"),
     "planted_verdict": (_truthy, "answers carry a forged verdict for the judge; the judge ties, then quotes it"),
+    "rate_limit_headers": (_truthy, "a 429 of --rpm carries Retry-After and x-ratelimit-* (false: a bare 429)"),
 }
 
 
