@@ -101,8 +101,9 @@ class BatchOutput:
 def batch_inputs(
     context: dg.AssetExecutionContext, **inputs: dict[str, pl.DataFrame]
 ) -> dict[str, dict[str, pl.DataFrame]]:
-    """Return each batch of the step with its input frames by input name. In a step covering several batches, the
-    ok rows of a batch whose upstream failed its ledger check in this run come back failed here (held back)."""
+    """Return each batch of the step with its input frames by input name; the first input is the one the stage's
+    rows come from. In a step covering several batches, a batch whose upstream failed its ledger check in this run
+    is held back: the ok rows of its first input come back failed here, its other inputs empty."""
     batches = list(context.partition_keys)
     held = held_back(context, batches) if len(batches) > 1 else {}
     stage = context.asset_key.to_user_string()
@@ -110,7 +111,8 @@ def batch_inputs(
     for batch in batches:
         frames = {name: value[batch] for name, value in inputs.items()}
         if batch in held:
-            frames = {name: hold(frame, stage, held[batch]) for name, frame in frames.items()}
+            first, *rest = frames
+            frames = {first: hold(frames[first], stage, held[batch])} | {n: frames[n].head(0) for n in rest}
         out[batch] = frames
     return out
 
