@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pref_assets.clients.shared_limits import FULL_POLL, Budget, SharedLimitsError, refill
+from pref_assets.private import make_dirs
 
 PAUSED = "paused_until"
 _SCHEMA = """
@@ -32,7 +33,7 @@ class SqliteStore:
         self.lease_ttl = lease_ttl
         self.clock = clock
         self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(path.parent, private=True)
         try:
             self._connection().executescript(_SCHEMA)
         except sqlite3.Error as err:

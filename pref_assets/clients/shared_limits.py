@@ -115,6 +115,7 @@ class SharedLimits:
         self._ids = itertools.count()
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
         self._held: set[str] = set()
         self._released: list[str] = []
         self._tokens = 0.0
@@ -160,12 +161,14 @@ class SharedLimits:
             return len(self._held)
 
     def flush(self) -> None:
-        """Send the pending releases, corrections and pause now (in the calling thread)."""
-        with self._lock:
-            released, tokens, pause = self._released, self._tokens, self._pause
-            self._released, self._tokens, self._pause = [], 0.0, 0.0
-        if released or tokens or pause:
-            self.store.settle(released, self.budget, tokens, pause)
+        """Send the pending releases, corrections and pause now (in the calling thread); when the renewing thread
+        is sending its batch, wait until that batch is in the store."""
+        with self._flushing:
+            with self._lock:
+                released, tokens, pause = self._released, self._tokens, self._pause
+                self._released, self._tokens, self._pause = [], 0.0, 0.0
+            if released or tokens or pause:
+                self.store.settle(released, self.budget, tokens, pause)
 
     def _start(self) -> None:
         if self._thread is None:

@@ -25,6 +25,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pref_assets.private import make_dirs
+
 log = logging.getLogger(__name__)
 
 INDEX_VERSION = "1"
@@ -126,7 +128,7 @@ def _read(path: Path) -> RowIndex:
 def _store(index: RowIndex, target: Path, name: str) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent, private=True)  # a first run may create storage_dir itself: keep it private
         table = index.table.replace_schema_metadata({k.encode(): v.encode() for k, v in index.meta.items()})
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=65_536)
