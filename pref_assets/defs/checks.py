@@ -125,7 +125,7 @@ def held_back(context: dg.AssetExecutionContext, batches: list[str]) -> dict[str
     """Return the batches of ``batches`` whose direct upstream asset failed its ledger check in this run, each with
     that upstream asset's name."""
     upstream = set(context.assets_def.keys_by_input_name.values())
-    logs = context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    logs = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     held: dict[str, str] = {}
     for log in logs:
         evaluation = log.dagster_event.event_specific_data if log.dagster_event else None
