@@ -1,6 +1,7 @@
 """Benchmark of the request path: the pipeline against the fake OpenAI-compatible server.
 
     .venv/bin/python bench/engine.py [--scenario A|B|C|overhead|all] [--prompts N] [--repeat K]
+    .venv/bin/python bench/engine.py --base-url URL [--api-key-env NAME] [--model NAME] [--structured-output F]
 
 A         the whole job on one partition of N prompts (2 generators + judge, 0.5 s latency, concurrency
           100, request cache off): job wall and LLM-step time against the endpoint-bound limit 3*N*L/C,
@@ -12,6 +13,12 @@ overhead  ChatClient/run_calls at 0 latency, concurrency 64 and 256, against a r
           client on the same server: requests per second.
 
 Every scenario prints its figures; a table with the targets closes the run.
+
+With --base-url the scenarios run against that OpenAI-compatible server instead of the fake one. What needs the
+fake server (its latency knob, RPM cap, counters at /_stats) degrades: A has no 3*N*L/C limit (the server's
+latency is unknown) and measures against the raw asyncio client; requests and max in flight come from the client;
+distilabel is not run. B and C are skipped (they need the server's RPM cap and its counters). overhead compares
+ours with the raw client on that server, without the 2,000 req/s target (it assumes a 0-latency server).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +75,57 @@ LATENCY_B = 0.2
 LATENCY_C = 1.5
 REQUESTS_PER_PROMPT = 3
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass(frozen=True)
+class Target:
+    """The server the scenarios run against: the fake one (``base_url`` None) or any OpenAI-compatible one."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    model: str = MODEL
+    structured_output: str = "json_schema"
+
+    @property
+    def external(self) -> bool:
+        """Return whether the scenarios run against a server other than the fake one."""
+        return self.base_url is not None
+
+    def api_key(self) -> str | None:
+        """Return the API key from the environment variable ``api_key_env`` names, if any."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+FAKE = Target()
+
+
+@dataclass(frozen=True)
+class ExternalServer:
+    """A server the benchmark did not start: no counters, no reset."""
+
+    base_url: str
+
+    def stats(self) -> dict[str, Any] | None:
+        """Return None: only the fake server has counters."""
+        return None
+
+    def reset(self) -> None:
+        """Do nothing: only the fake server has counters."""
+
+
+Server = FakeServer | ExternalServer
+
+
+@contextmanager
+def serve(target: Target, **knobs: Any) -> Iterator[Server]:
+    """Yield the fake server with ``knobs``, or the target's server (the knobs are the fake server's only)."""
+    if target.base_url is None:
+        with run_fake_openai(**knobs) as server:
+            yield server
+        return
+    if knobs:
+        print(f"note: against {target.base_url} the fake-server knobs {knobs} do not apply")
+    yield ExternalServer(target.base_url.rstrip("/"))
 
 
 @dataclass(frozen=True)
@@ -119,16 +178,23 @@ def write_prompts(path: Path, n: int) -> Path:
     return path
 
 
-def pipeline_settings(base_url: str, prompts: Path, n: int, store: Path, *, cache: bool) -> Settings:
-    """Return settings for one partition of ``n`` prompts, every model on the fake server."""
+def pipeline_settings(
+    base_url: str, prompts: Path, n: int, store: Path, *, cache: bool, target: Target = FAKE
+) -> Settings:
+    """Return settings for one partition of ``n`` prompts, every model on one endpoint at ``base_url``."""
     endpoint = EndpointSettings(
-        name=ENDPOINT, base_url=base_url, max_concurrency=CONCURRENCY, structured_output="json_schema"
+        name=ENDPOINT,
+        base_url=base_url,
+        api_key_env=target.api_key_env,
+        max_concurrency=CONCURRENCY,
+        structured_output=target.structured_output,
     )
+    model = target.model
     generators = [
-        ModelSettings(name=f"gen-{t}", endpoint=ENDPOINT, model=MODEL, params={"temperature": t, "max_tokens": 64})
+        ModelSettings(name=f"gen-{t}", endpoint=ENDPOINT, model=model, params={"temperature": t, "max_tokens": 64})
         for t in (0.2, 1.0)
     ]
-    judge = JudgeSettings(name="judge", endpoint=ENDPOINT, model=MODEL, params={"temperature": 0.0, "max_tokens": 384})
+    judge = JudgeSettings(name="judge", endpoint=ENDPOINT, model=model, params={"temperature": 0.0, "max_tokens": 384})
     source = SourceSettings(kind="files", paths=[str(prompts)], limit=n)
     return Settings(
         storage_dir=str(store),
@@ -172,6 +238,14 @@ def read_statuses(store: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
+def request_counts(stats: dict[str, Any] | None, run: JobRun) -> str:
+    """Return the server's request count and max in flight, or the client's count of LLM rows without counters."""
+    if stats is None:
+        rows = sum(run.rows(step) for step in LLM_STEPS)
+        return f"llm_rows={rows} (no server counters)"
+    return f"requests={stats['requests']} max_in_flight={stats['max_in_flight']}"
+
+
 def ok_200(stats: dict[str, Any]) -> int:
     """Return how many requests the server answered with 200."""
     return int(stats["by_status"].get("200", 0))
@@ -195,27 +269,29 @@ class Peer:
     stats: dict[str, Any]
 
 
-def scenario_a(n: int, repeat: int, work: Path) -> list[Figure]:
-    """Run the job (and distilabel, side by side) ``repeat`` times on one fake server."""
+def scenario_a(n: int, repeat: int, work: Path, target: Target = FAKE) -> list[Figure]:
+    """Run the job (and distilabel, side by side) ``repeat`` times on one server."""
     prompts = write_prompts(work / "prompts_a.jsonl", n)
-    limit = REQUESTS_PER_PROMPT * n * LATENCY_A / CONCURRENCY
+    # the endpoint-bound limit needs the latency, known only for the fake server
+    limit = None if target.external else REQUESTS_PER_PROMPT * n * LATENCY_A / CONCURRENCY
     ours: list[JobRun] = []
     peers: list[Peer] = []
     floors: list[float] = []
-    with run_fake_openai(latency=LATENCY_A) as server:
+    with serve(target, latency=LATENCY_A) as server:
         for i in range(repeat):
             server.reset()
-            run = run_job(pipeline_settings(server.base_url, prompts, n, work / f"a{i}", cache=False))
-            stats = server.stats()
+            settings = pipeline_settings(server.base_url, prompts, n, work / f"a{i}", cache=False, target=target)
+            run = run_job(settings)
             ours.append(run)
             print(
-                f"A[{i}] ok={run.success} job={run.wall_s:.2f}s llm={run.llm_s:.2f}s limit={limit:.2f}s "
+                f"A[{i}] ok={run.success} job={run.wall_s:.2f}s llm={run.llm_s:.2f}s "
+                f"limit={'n/a' if limit is None else f'{limit:.2f}s'} "
                 f"outside_llm_steps={run.wall_s - run.llm_s:.2f}s process_cpu={run.cpu_s:.2f}s "
-                f"requests={stats['requests']} max_in_flight={stats['max_in_flight']} {describe_steps(run)}"
+                f"{request_counts(server.stats(), run)} {describe_steps(run)}"
             )
-            floors.append(raw_floor(server, n))
+            floors.append(raw_floor(server.base_url, n, target))
             print(f"A[{i}] raw asyncio client, the same two waves of requests: {floors[-1]:.2f}s")
-            if DISTILABEL_PYTHON.exists():
+            if isinstance(server, FakeServer) and DISTILABEL_PYTHON.exists():
                 peers.append(run_distilabel(server, prompts))
                 peer = peers[-1]
                 print(
@@ -226,12 +302,12 @@ def scenario_a(n: int, repeat: int, work: Path) -> list[Figure]:
     return a_figures(ours, peers, floors, limit, n)
 
 
-def raw_floor(server: FakeServer, n: int) -> float:
+def raw_floor(base_url: str, n: int, target: Target = FAKE) -> float:
     """Time a plain asyncio client sending the job's requests: 2n generations, then n judgements, at the same
     concurrency on the same server: the endpoint's practical floor in this run."""
     started = time.perf_counter()
     for requests in (2 * n, n):
-        send_raw(server.base_url, requests, CONCURRENCY)
+        send_raw(base_url, requests, CONCURRENCY, target)
     return time.perf_counter() - started
 
 
@@ -256,11 +332,25 @@ def run_distilabel(server: FakeServer, prompts: Path) -> Peer:
     return Peer(float(result["wall_s"]), process_s, int(result["outputs"]), server.stats())
 
 
-def a_figures(ours: list[JobRun], peers: list[Peer], floors: list[float], limit: float, n: int) -> list[Figure]:
+def a_figures(ours: list[JobRun], peers: list[Peer], floors: list[float], limit: float | None, n: int) -> list[Figure]:
     """Return the medians of scenario A and of the side-by-side ratio."""
     job = statistics.median(r.wall_s for r in ours)
     llm = statistics.median(r.llm_s for r in ours)
     complete = all(r.success and r.rows("dpo_pairs") == n for r in ours)
+    raw = Figure(
+        "A raw asyncio client, same requests",
+        f"{statistics.median(floors):.2f}s; our LLM steps / raw "
+        f"{statistics.median(r.llm_s / f for r, f in zip(ours, floors, strict=True)):.2f}x",
+    )
+    if limit is None:
+        figures = [
+            Figure(f"A job wall (median of {len(ours)})", f"{job:.2f}s (no limit: the server's latency is unknown)"),
+            Figure("A LLM steps (gen + ratings)", f"{llm:.2f}s"),
+            Figure("A runs complete", f"{complete} ({n} pair rows each)"),
+            raw,
+            Figure("A distilabel / ours", "skipped: distilabel runs only against the fake server"),
+        ]
+        return figures
     figures = [
         Figure(
             f"A job wall (median of {len(ours)})",
@@ -275,11 +365,7 @@ def a_figures(ours: list[JobRun], peers: list[Peer], floors: list[float], limit:
             llm / limit <= 1.25,
         ),
         Figure("A runs complete", f"{complete} ({n} pair rows each)"),
-        Figure(
-            "A raw asyncio client, same requests",
-            f"{statistics.median(floors):.2f}s; our LLM steps / raw "
-            f"{statistics.median(r.llm_s / f for r, f in zip(ours, floors, strict=True)):.2f}x",
-        ),
+        raw,
     ]
     if peers:
         ratio = statistics.median(p.wall_s / r.wall_s for p, r in zip(peers, ours, strict=True))
@@ -451,13 +537,14 @@ class Throughput:
     cpu_ms: float
 
 
-def scenario_overhead(requests: int) -> list[Figure]:
-    """Compare ChatClient/run_calls with a raw asyncio client on a 0-latency server."""
+def scenario_overhead(requests: int, target: Target = FAKE) -> list[Figure]:
+    """Compare ChatClient/run_calls with a raw asyncio client on a 0-latency server (or the target's server)."""
     figures = []
-    with run_fake_openai() as server:
+    with serve(target) as server:
+        url = server.base_url
         for concurrency in (64, 256):
-            ours = measure(server, requests, lambda c=concurrency: send_ours(server.base_url, requests, c))
-            raw = measure(server, requests, lambda c=concurrency: send_raw(server.base_url, requests, c))
+            ours = measure(server, requests, lambda c=concurrency: send_ours(url, requests, c, target))
+            raw = measure(server, requests, lambda c=concurrency: send_raw(url, requests, c, target))
             print(
                 f"overhead c={concurrency}: ours {ours.per_s:.0f} req/s ({ours.cpu_ms:.2f} ms CPU/request), "
                 f"raw asyncio {raw.per_s:.0f} req/s ({raw.cpu_ms:.2f} ms CPU/request), "
@@ -467,8 +554,8 @@ def scenario_overhead(requests: int) -> list[Figure]:
                 Figure(
                     f"overhead ours c={concurrency}",
                     f"{ours.per_s:.0f} req/s, {ours.cpu_ms:.2f} ms CPU/req ({ours.per_s / raw.per_s:.0%} of raw)",
-                    ">= 2000",
-                    ours.per_s >= 2000,
+                    "" if target.external else ">= 2000",
+                    None if target.external else ours.per_s >= 2000,
                 ),
                 Figure(
                     f"overhead raw asyncio c={concurrency}",
@@ -478,24 +565,25 @@ def scenario_overhead(requests: int) -> list[Figure]:
     return figures
 
 
-def measure(server: FakeServer, requests: int, send: Callable[[], None]) -> Throughput:
-    """Time ``send()`` (wall and this process's CPU) and check that every request got a 200."""
+def measure(server: Server, requests: int, send: Callable[[], None]) -> Throughput:
+    """Time ``send()`` (wall and this process's CPU) and check that every request got a 200 (the senders check
+    their answers themselves; the fake server's counters check it again)."""
     server.reset()
     started, cpu_started = time.perf_counter(), time.process_time()
     send()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     stats = server.stats()
-    if stats["requests"] != requests or ok_200(stats) != requests:
+    if stats is not None and (stats["requests"] != requests or ok_200(stats) != requests):
         raise RuntimeError(f"overhead run: {stats['requests']} requests, {stats['by_status']}")
     return Throughput(requests / wall, cpu / requests * 1000)
 
 
-def overhead_calls(requests: int) -> list[Call]:
+def overhead_calls(requests: int, model: str = MODEL) -> list[Call]:
     """Return ``requests`` distinct generation calls."""
     return [
         Call(
             ENDPOINT,
-            MODEL,
+            model,
             ({"role": "user", "content": f"Say something about item {i}."},),
             (("max_tokens", 64),),
         )
@@ -503,56 +591,94 @@ def overhead_calls(requests: int) -> list[Call]:
     ]
 
 
-def send_ours(base_url: str, requests: int, concurrency: int) -> None:
+def send_ours(base_url: str, requests: int, concurrency: int, target: Target = FAKE) -> None:
     """Send ``requests`` calls through run_calls with one ChatClient (no cache) at ``concurrency``."""
-    results = run_calls(overhead_calls(requests), lambda _: ChatClient(base_url, max_concurrency=concurrency))
+    key = target.api_key()
+    results = run_calls(
+        overhead_calls(requests, target.model),
+        lambda _: ChatClient(base_url, api_key=key, max_concurrency=concurrency),
+    )
     if not all(r.ok for r in results):
-        raise RuntimeError("overhead: some calls failed")
+        failed = next(r for r in results if not r.ok)
+        raise RuntimeError(f"overhead: some calls failed, e.g. {failed.error_kind}: {failed.error}")
 
 
-def send_raw(base_url: str, requests: int, concurrency: int) -> None:
+def send_raw(base_url: str, requests: int, concurrency: int, target: Target = FAKE) -> None:
     """Send ``requests`` calls over ``concurrency`` plain asyncio HTTP/1.1 keep-alive connections."""
     url = urlsplit(base_url)
-    host, port = url.hostname or "127.0.0.1", url.port or 80
-    payloads = (raw_request(host, port, call) for call in overhead_calls(requests))
-    asyncio.run(raw_clients(host, port, payloads, concurrency))
+    tls = url.scheme == "https"
+    host, port = url.hostname or "127.0.0.1", url.port or (443 if tls else 80)
+    path = url.path.rstrip("/") + "/chat/completions"
+    key = target.api_key()
+    calls = overhead_calls(requests, target.model)
+    payloads = (raw_request(host, port, path, call, key) for call in calls)
+    asyncio.run(raw_clients(host, port, payloads, concurrency, tls))
 
 
-def raw_request(host: str, port: int, call: Call) -> bytes:
+def raw_request(host: str, port: int, path: str, call: Call, api_key: str | None = None) -> bytes:
     """Return the bytes of one chat-completions POST."""
     body = json.dumps({"model": call.model, "messages": list(call.messages), **dict(call.params)}).encode()
+    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{auth}"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
 
-async def raw_clients(host: str, port: int, payloads: Iterator[bytes], connections: int) -> None:
+async def raw_clients(host: str, port: int, payloads: Iterator[bytes], connections: int, tls: bool = False) -> None:
     """Send every payload over ``connections`` keep-alive connections."""
-    await asyncio.gather(*(raw_connection(host, port, payloads) for _ in range(connections)))
+    await asyncio.gather(*(raw_connection(host, port, payloads, tls) for _ in range(connections)))
 
 
-async def raw_connection(host: str, port: int, payloads: Iterator[bytes]) -> None:
+async def raw_connection(host: str, port: int, payloads: Iterator[bytes], tls: bool = False) -> None:
     """Send payloads one after another on one connection until none are left; read each answer whole."""
-    reader, writer = await asyncio.open_connection(host, port)
+    reader, writer = await asyncio.open_connection(host, port, ssl=True if tls else None)
     try:
         for payload in payloads:
             writer.write(payload)
             head = await reader.readuntil(b"\r\n\r\n")
-            json.loads(await reader.readexactly(content_length(head)))
+            status = head.split(b" ", 2)[1]
+            body = await read_body(reader, head)
+            if status != b"200":
+                raise RuntimeError(f"raw client: HTTP {status.decode()}: {body[:300]!r}")
+            json.loads(body)
     finally:
         writer.close()
         await writer.wait_closed()
 
 
+async def read_body(reader: asyncio.StreamReader, head: bytes) -> bytes:
+    """Read a response body: by its Content-Length, or chunk by chunk."""
+    length = header_value(head, b"content-length")
+    if length is not None:
+        return await reader.readexactly(int(length))
+    if (header_value(head, b"transfer-encoding") or b"").strip().lower() != b"chunked":
+        raise ValueError("response without Content-Length or chunked encoding")
+    parts = []
+    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+    while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the empty line
+        pass
+    return b"".join(parts)
+
+
+def header_value(head: bytes, wanted: bytes) -> bytes | None:
+    """Return the value of header ``wanted`` (lower case) in a response head, or None."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == wanted:
+            return value.strip()
+    return None
+
+
 def content_length(head: bytes) -> int:
     """Return the Content-Length of a response head."""
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    raise ValueError("response without Content-Length")
+    value = header_value(head, b"content-length")
+    if value is None:
+        raise ValueError("response without Content-Length")
+    return int(value)
 
 
 # ---------------------------------------------------------------- main
@@ -576,21 +702,47 @@ def main() -> None:
     parser.add_argument("--rpm", type=float, default=1200, help="B: the server's requests-per-minute cap")
     parser.add_argument("--b-prompts", type=int, default=300, help="B: prompts (3 requests each)")
     parser.add_argument("--requests", type=int, default=5000, help="overhead: requests per measurement")
+    parser.add_argument("--base-url", help="run against this OpenAI-compatible server (ending in /v1), not the fake")
+    parser.add_argument("--api-key-env", help="with --base-url: the environment variable holding its API key")
+    parser.add_argument("--model", default=MODEL, help="with --base-url: the model to ask (default %(default)s)")
+    parser.add_argument(
+        "--structured-output",
+        default="json_schema",
+        help="with --base-url: the judge's response_format flavour (an endpoint structured_output value)",
+    )
     args = parser.parse_args()
+    if args.api_key_env and args.api_key_env not in os.environ:
+        parser.error(f"--api-key-env {args.api_key_env}: that variable is not set")
+    target = Target(args.base_url, args.api_key_env, args.model, args.structured_output)
     chosen = ["overhead", "A", "B", "C"] if args.scenario == "all" else [args.scenario]
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="pref-bench-") as tmp:
         work = Path(tmp)
         for name in chosen:
             if name == "overhead":
-                figures += scenario_overhead(args.requests)
+                figures += scenario_overhead(args.requests, target)
             elif name == "A":
-                figures += scenario_a(args.prompts, args.repeat, work)
+                figures += scenario_a(args.prompts, args.repeat, work, target)
+            elif target.external:
+                figures.append(skipped(name, target))
             elif name == "B":
                 figures += scenario_b(args.b_prompts, args.rpm, work)
             else:
                 figures += scenario_c(args.prompts, work)
     print_table(figures)
+
+
+SKIP_REASONS = {
+    "B": "it needs the fake server's RPM cap (429 + Retry-After) and its counters",
+    "C": "it times the kill and counts repeats with the fake server's counters (/_stats)",
+}
+
+
+def skipped(name: str, target: Target) -> Figure:
+    """Print and return why scenario ``name`` does not run against the target's server."""
+    reason = SKIP_REASONS[name]
+    print(f"{name} skipped against {target.base_url}: {reason}")
+    return Figure(f"{name} skipped", reason)
 
 
 if __name__ == "__main__":

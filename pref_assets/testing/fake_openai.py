@@ -17,6 +17,7 @@ import os
 import queue
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,8 @@ class FakeConfig:
 
     latency: float = 0.0
     latency_jitter: float = 0.0
+    latency_dist: str = "fixed"
+    latency_p99: float | None = None
     rpm: float | None = None
     burst: int = 5
     max_concurrency: int | None = None
@@ -72,6 +75,10 @@ class FakeConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.latency < 0 or self.timeout_sleep < 0:
             raise ValueError("latency and timeout_sleep must be >= 0")
+        if self.latency_dist not in ("fixed", "lognormal"):
+            raise ValueError(f"latency_dist must be 'fixed' or 'lognormal', got {self.latency_dist!r}")
+        if self.latency_dist == "lognormal" and (self.latency_p99 is None or self.latency_p99 < self.latency):
+            raise ValueError("latency_dist 'lognormal' needs latency_p99 >= latency (the median)")
         if (self.rpm is not None and self.rpm <= 0) or self.burst < 1:
             raise ValueError("rpm must be > 0 and burst >= 1")
         if self.max_concurrency is not None and self.max_concurrency < 1:
@@ -391,14 +398,29 @@ class Faults:
         """Draw five uniforms (always five, so runs stay aligned) and decide the faults."""
         u_timeout, u_5xx, u_malformed, u_truncated, u_jitter = (rng.random() for _ in range(5))
         error = (500 if u_5xx < config.fail_5xx / 2 else 503) if u_5xx < config.fail_5xx else None
-        jitter = 1.0 + config.latency_jitter * (2.0 * u_jitter - 1.0)
+        if config.latency_dist == "lognormal":
+            latency = lognormal_latency(config.latency, config.latency_p99 or config.latency, u_jitter)
+        else:
+            latency = config.latency * (1.0 + config.latency_jitter * (2.0 * u_jitter - 1.0))
         return cls(
             timeout=u_timeout < config.fail_timeout,
             server_error=error,
             malformed=u_malformed < config.malformed,
             truncated=u_truncated < config.truncated,
-            latency=config.latency * jitter,
+            latency=latency,
         )
+
+
+_Z99 = statistics.NormalDist().inv_cdf(0.99)
+
+
+def lognormal_latency(median: float, p99: float, uniform: float) -> float:
+    """Return the ``uniform`` quantile of the log-normal latency with this median and 99th percentile."""
+    if median <= 0:
+        return 0.0
+    sigma = math.log(p99 / median) / _Z99
+    u = min(max(uniform, 1e-12), 1.0 - 1e-12)
+    return median * math.exp(sigma * statistics.NormalDist().inv_cdf(u))
 
 
 def content_rng(body: dict[str, Any]) -> random.Random:
@@ -847,6 +869,8 @@ def _truthy(text: str) -> bool:
 _FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "latency": (float, "seconds of sleep per chat request"),
     "latency_jitter": (float, "latency varies by +- this fraction"),
+    "latency_dist": (str, "fixed (latency, +- jitter) or lognormal (median --latency, 99th percentile --latency-p99)"),
+    "latency_p99": (float, "99th percentile of the latency with --latency-dist lognormal"),
     "rpm": (float, "requests per minute (token bucket); beyond it 429 with Retry-After"),
     "burst": (int, "token-bucket capacity for --rpm"),
     "max_concurrency": (int, "429 when more requests than this are in flight"),
