@@ -23,7 +23,6 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pref_assets.private import make_dirs
 
@@ -65,6 +64,8 @@ class RowIndex:
         """Return the first position and number of each of ``keys`` present in this source."""
         if not keys:
             return {}
+        import pyarrow.compute as pc  # here: only sources of several files look keys up, and it is slow to import
+
         hits = self.table.filter(pc.is_in(self.table["key"], value_set=pa.array(keys, pa.binary())))
         found = hits.select(["key", "first", "first_line"]).to_pydict()
         return {k: (f, n) for k, f, n in zip(found["key"], found["first"], found["first_line"], strict=True)}

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from pref_assets.core import limits
 from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
@@ -166,6 +165,8 @@ def _csv_rows(path: Path, index: RowIndex, start: int, stop: int) -> list[RawRow
 
 
 def _scan_parquet(path: Path, mapping: Mapping[str, str], max_chars: int) -> tuple[Scan, set[str]]:
+    import pyarrow.parquet as pq  # here: only Parquet sources need it, and it is slow to import
+
     scan = Scan()
     try:
         parquet = pq.ParquetFile(path)
