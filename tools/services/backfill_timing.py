@@ -49,8 +49,9 @@ class Timing:
 # ---------------------------------------------------------------- set-up
 
 
-def write_instance(home: Path, max_runs: int) -> Path:
-    """A SQLite instance with a queued run coordinator polled every second."""
+def write_instance(home: Path, max_runs: int, pool_limit: int = 4) -> Path:
+    """A SQLite instance with a queued run coordinator polled every second; ``pool_limit`` steps of one pool
+    (the LLM steps share ``llm``) at once."""
     home.mkdir(parents=True, exist_ok=True)
     config = {
         "storage": {"sqlite": {"base_dir": str(home / "storage")}},
@@ -59,7 +60,10 @@ def write_instance(home: Path, max_runs: int) -> Path:
             "class": "QueuedRunCoordinator",
             "config": {"dequeue_interval_seconds": 1, "dequeue_use_threads": True, "dequeue_num_workers": 4},
         },
-        "concurrency": {"runs": {"max_concurrent_runs": max_runs}, "pools": {"default_limit": 4, "granularity": "op"}},
+        "concurrency": {
+            "runs": {"max_concurrent_runs": max_runs},
+            "pools": {"default_limit": pool_limit, "granularity": "op"},
+        },
         "telemetry": {"enabled": False},
     }
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
