@@ -12,16 +12,12 @@ every request quoting the headers. No form of any key is in anything the run lea
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
 import subprocess
 import sys
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +38,7 @@ from reliability_support import (
 
 from pref_assets.definitions import build_definitions
 from pref_assets.settings import ArgillaSettings, PublishSettings, SettingsError, load_settings
+from pref_assets.testing.echo_server import refusing_server
 from pref_assets.testing.fake_openai import run_fake_openai
 from pref_assets.testing.fake_pipeline import write_settings
 
@@ -130,49 +127,12 @@ def _secret_header_values(headers: Any) -> list[str]:
     return [v.removeprefix("Bearer ") for v in values if v]
 
 
-class _EchoingRefusal(BaseHTTPRequestHandler):
-    """Argilla and the Hub as some proxies and debug servers behave: every request is refused (400) with the
-    request headers quoted, the secret values repeated back to back (so that any cut falls inside one), verbatim
-    and lower-cased. ``HEAD`` answers 200, so the Hub looks reachable."""
-
-    def do_HEAD(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        self._refuse()
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._refuse()
-
-    do_PUT = do_POST
-
-    def _refuse(self) -> None:
-        listing = "; ".join(f"{k}: {v}" for k, v in self.headers.items())
-        secrets = "".join(_secret_header_values(self.headers)) * 40
-        message = f"rejected: {secrets} (headers: {listing}; normalised: {listing.lower()})"
-        body = json.dumps({"error": message, "detail": message}).encode()
-        self.send_response(400)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@contextmanager
-def _echoing_refusal() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingRefusal)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def _echoed_refusal(headers: Any) -> str:
+    """Argilla and the Hub as some proxies and debug servers behave: the request headers quoted, the secret values
+    repeated back to back (so that any cut falls inside one), verbatim and lower-cased."""
+    listing = "; ".join(f"{k}: {v}" for k, v in headers.items())
+    secrets = "".join(_secret_header_values(headers)) * 40
+    return f"rejected: {secrets} (headers: {listing}; normalised: {listing.lower()})"
 
 
 def _readable(path: Path) -> str:
@@ -216,7 +176,7 @@ def test_keys_echoed_back_by_every_server_are_masked_in_everything_the_run_leave
     }
     with (
         run_fake_openai(api_key=LLM_KEY, echo_headers=True, fail_5xx=0.3, seed=5) as llm,
-        _echoing_refusal() as echoing,
+        refusing_server(_echoed_refusal) as echoing,
     ):
         settings = fake_settings(
             llm.base_url,

@@ -3,11 +3,6 @@ message: reading a source, or publishing the set."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +12,7 @@ from pref_assets.core.prompts import PromptSourceError
 from pref_assets.hub_upload import PublishError, push
 from pref_assets.settings import SourceSettings
 from pref_assets.sources.hub import read_hub
+from pref_assets.testing.echo_server import refusing_server
 
 TOKEN = "hf_SENTINELhubToken0123456789abcdef"
 
@@ -32,42 +28,6 @@ def _echo(headers: Any) -> str:
     listing = "; ".join(f"{k}: {v}" for k, v in headers.items())
     token = str(headers.get("authorization", "")).removeprefix("Bearer ")
     return "rejected ".ljust(288, ".") + token + f" (headers: {listing}; normalised: {listing.lower()})"
-
-
-class _EchoHub(BaseHTTPRequestHandler):
-    def do_HEAD(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-
-    def do_GET(self) -> None:
-        self._refuse()
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._refuse()
-
-    def _refuse(self) -> None:
-        body = json.dumps({"error": _echo(self.headers)}).encode()
-        self.send_response(400)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-@contextmanager
-def _echo_hub() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_hub_refusal_echoing_the_token_is_masked_before_the_cut(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +53,7 @@ def test_a_publish_refused_by_an_echoing_endpoint_names_it_without_the_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "README.md").write_text("card")
-    with _echo_hub() as endpoint:
+    with refusing_server(_echo) as endpoint:
         monkeypatch.setenv("HF_ENDPOINT", endpoint)
         with pytest.raises(PublishError) as info:
             push(tmp_path, "me/prefs", TOKEN, private=True)
