@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,6 @@ from pref_assets.clients.limiter import Limiter, shared_limiter
 from pref_assets.clients.limits_sqlite import SqliteStore
 from pref_assets.clients.shared_limits import FULL_POLL, Budget, SharedLimits, StoreSpec, open_store, store_name
 
-SERVICES = Path(__file__).resolve().parents[1] / "orchestration" / "orchestration_services.py"
 TTL = 6.0
 
 
@@ -25,26 +21,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _services() -> object:
-    spec = importlib.util.spec_from_file_location("orchestration_services", SERVICES)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    services = _services()
-    pytest.importorskip("redis")
-    try:
-        with services.run_redis(tmp_path_factory.mktemp("redis")) as server:  # type: ignore[attr-defined]
-            yield server.url()
-    except services.ServiceUnavailable as err:  # type: ignore[attr-defined]
-        pytest.skip(str(err))
 
 
 @pytest.fixture(params=["local", "redis"])

@@ -5,16 +5,13 @@ process killed with SIGKILL are free again within seconds."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -24,7 +21,6 @@ from pref_assets.testing.fake_openai import FakeServer, run_fake_openai
 
 HERE = Path(__file__).resolve().parent
 CLIENT = HERE / "shared_limits_client.py"
-SERVICES = HERE.parent / "orchestration" / "orchestration_services.py"
 PROCESSES = 3
 RPM = 600  # 10 a second; the server allows one second of burst, as the client's buckets do
 PER_PROCESS = 40
@@ -32,26 +28,6 @@ CONCURRENCY = 4
 LEASE_TTL = 3.0
 
 pytestmark = pytest.mark.slow
-
-
-def _services() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("orchestration_services", SERVICES)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    services = _services()
-    pytest.importorskip("redis")
-    try:
-        with services.run_redis(tmp_path_factory.mktemp("redis")) as server:
-            yield server.url()
-    except services.ServiceUnavailable as err:
-        pytest.skip(str(err))
 
 
 @pytest.fixture(params=["local", "redis"])
