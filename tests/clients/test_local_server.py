@@ -19,6 +19,7 @@ from pref_assets.clients.runner import run_calls
 from pref_assets.core.calls import Call
 from pref_assets.defs.resources import LLMResource
 from pref_assets.settings import EndpointSettings
+from pref_assets.testing.echo_server import serving
 
 SERVE_S = 0.6
 
@@ -66,15 +67,8 @@ class _SerialServer(ThreadingHTTPServer):
 
 @contextmanager
 def serial_server() -> Iterator[_SerialServer]:
-    server = _SerialServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_SerialServer()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_the_embedded_endpoint_gets_one_streamed_request_at_a_time_and_says_it_is_the_bottleneck(

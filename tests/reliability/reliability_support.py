@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ import polars as pl
 
 from pref_assets.definitions import JOB_NAME, build_definitions
 from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
+from pref_assets.testing.echo_server import serving
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -203,15 +203,8 @@ class _StubServer(ThreadingHTTPServer):
 @contextmanager
 def stub_openai(*, max_body: int | None = None, drop_verdicts: int = 0) -> Iterator[_StubServer]:
     """Run a minimal OpenAI-compatible server in a thread; ``.base_url`` and ``.requests`` (body sizes)."""
-    server = _StubServer(max_body, drop_verdicts)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_StubServer(max_body, drop_verdicts)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def closed_port() -> int:
