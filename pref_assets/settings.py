@@ -18,6 +18,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pref_assets.core.cost import cost_usd
+from pref_assets.core.principles import builtin_text
 from pref_assets.core.rubric import get_aspect
 
 EMBEDDED = "embedded"
@@ -153,10 +154,44 @@ class ModelSettings(_Strict):
         return cost_usd(prompt_tokens, completion_tokens, self.price_input_per_million, self.price_output_per_million)
 
 
+class GeneratorSettings(ModelSettings):
+    """A generator: ``num_generations`` answers to every prompt (separate requests, each with a seed of its own),
+    each under its own ``system_prompt`` (and principle, when ``principles`` are configured)."""
+
+    num_generations: int = Field(1, ge=1, le=16, description="answers (candidates) per prompt from this generator")
+    system_prompt: str | None = Field(None, max_length=20_000, description="sent to this generator only")
+
+    @model_validator(mode="after")
+    def _check_params(self) -> GeneratorSettings:
+        if "n" in self.params:
+            raise ValueError(
+                f"generator {self.name}: params.n is not supported; set num_generations (one request per candidate, "
+                "each with its own seed and cache entry)"
+            )
+        return self
+
+
+class PrincipleSettings(_Strict):
+    """A principle: a built-in one by ``name`` (helpfulness, honesty, truthfulness, calibrated_uncertainty), or
+    any ``name`` with its own ``text``."""
+
+    name: str = Field(min_length=1, max_length=100)
+    text: str | None = Field(None, min_length=1, max_length=20_000)
+
+    @model_validator(mode="after")
+    def _check_known(self) -> PrincipleSettings:
+        if self.text is None:
+            builtin_text(self.name)
+        return self
+
+
 class JudgeSettings(ModelSettings):
     """The judge model and the rubric aspects it rates."""
 
     aspects: list[str] = Field(default_factory=lambda: ["overall-rating"], min_length=1)
+    max_answers_per_call: int = Field(
+        8, ge=2, le=64, description="more answers than this are judged in several calls sharing one anchor answer"
+    )
     shuffle: bool = True
     max_reasks: int = Field(1, ge=0)
     position_swap: bool = False
@@ -272,12 +307,12 @@ def _default_endpoints() -> list[EndpointSettings]:
     return [EndpointSettings(name=EMBEDDED, base_url=EMBEDDED, max_concurrency=2)]
 
 
-def _default_generators() -> list[ModelSettings]:
+def _default_generators() -> list[GeneratorSettings]:
     model = "smollm2-135m-instruct"
     return [
-        ModelSettings(name="smollm2-focused", endpoint=EMBEDDED, model=model,
-                      params={"temperature": 0.2, "top_p": 0.9, "max_tokens": 96, "seed": 7}),
-        ModelSettings(name="smollm2-creative", endpoint=EMBEDDED, model=model,
+        GeneratorSettings(name="smollm2-focused", endpoint=EMBEDDED, model=model,
+                          params={"temperature": 0.2, "top_p": 0.9, "max_tokens": 96, "seed": 7}),
+        GeneratorSettings(name="smollm2-creative", endpoint=EMBEDDED, model=model,
                       params={"temperature": 1.0, "top_p": 0.95, "max_tokens": 96, "seed": 11}),
     ]  # fmt: skip
 
@@ -298,8 +333,15 @@ class Settings(_Strict):
     batch_size: int = Field(8, ge=1)
     source: SourceSettings = Field(default_factory=SourceSettings)
     endpoints: list[EndpointSettings] = Field(default_factory=_default_endpoints)
-    generators: list[ModelSettings] = Field(default_factory=_default_generators)
+    generators: list[GeneratorSettings] = Field(default_factory=_default_generators)
     judge: JudgeSettings = Field(default_factory=_default_judge)
+    judges: list[JudgeSettings] | None = Field(
+        None, min_length=1, description="a panel of judges, each rating every answer (instead of judge)"
+    )
+    min_judges: int = Field(1, ge=1, description="a row fails when fewer panel judges than this could rate it")
+    principles: list[str | PrincipleSettings] = Field(
+        default_factory=list, description="system prompts drawn per prompt, generator and candidate"
+    )
     pairs: PairSettings = Field(default_factory=PairSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
@@ -316,11 +358,26 @@ class Settings(_Strict):
     argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _judge_of_panel(cls, data: Any) -> Any:
+        """``judges`` and ``judge`` are two spellings of the panel: give one. With ``judges``, ``judge`` is the
+        panel's first judge (where one judge is named, e.g. as the review suggestions' agent)."""
+        if isinstance(data, dict) and data.get("judges"):
+            if data.get("judge") is not None:
+                raise ValueError("give either judge (one judge) or judges (a panel), not both")
+            return {**data, "judge": data["judges"][0]}
+        return data
+
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
         names = [e.name for e in self.endpoints]
         _require_unique(names, "endpoint")
         _require_unique([g.name for g in self.generators], "generator")
+        _require_unique([j.name for j in self.panel], "judge")
+        _require_unique([p.name for p in self.principle_list], "principle")
+        if self.min_judges > len(self.panel):
+            raise ValueError(f"min_judges is {self.min_judges}, but the panel has {len(self.panel)} judge(s)")
         if len(self.generators) < 2:
             raise ValueError("configure at least two generators: a pair needs two answers")
         if self.judge.endpoint not in names and "judge" not in self.model_fields_set:
@@ -329,7 +386,8 @@ class Settings(_Strict):
                 f"endpoints does not list (known: {names}); add a judge section naming one of them"
             )
         fields = [(f"generators.{i}.endpoint", g) for i, g in enumerate(self.generators)]
-        for field, model in [*fields, ("judge.endpoint", self.judge)]:
+        judges = [(f"judges.{i}.endpoint", j) for i, j in enumerate(self.judges)] if self.judges else []
+        for field, model in [*fields, *(judges or [("judge.endpoint", self.judge)])]:
             if model.endpoint not in names:
                 raise ValueError(
                     f"{field}: model {model.name!r} names unknown endpoint {model.endpoint!r}; known: {names}"
@@ -340,8 +398,27 @@ class Settings(_Strict):
         """Return USD per million (input, output) tokens per (endpoint, API model)."""
         return {
             (m.endpoint, m.model): (m.price_input_per_million, m.price_output_per_million)
-            for m in [*self.generators, self.judge]
+            for m in [*self.generators, *self.panel]
         }
+
+    @property
+    def panel(self) -> list[JudgeSettings]:
+        """Return the judges that rate every answer: ``judges``, or ``judge`` as a panel of one."""
+        return list(self.judges) if self.judges else [self.judge]
+
+    @property
+    def candidates_per_prompt(self) -> int:
+        """Return how many answers each prompt gets: every generator's ``num_generations``, summed."""
+        return sum(g.num_generations for g in self.generators)
+
+    @property
+    def principle_list(self) -> list[PrincipleSettings]:
+        """Return the configured principles, a bare name read as the built-in principle of that name."""
+        return [PrincipleSettings(name=p) if isinstance(p, str) else p for p in self.principles]
+
+    def principle_texts(self) -> dict[str, str]:
+        """Return each configured principle's name and text, in the configured order."""
+        return {p.name: p.text or builtin_text(p.name) for p in self.principle_list}
 
     def cache_path(self) -> str | None:
         """Return the request cache file, or None when the cache is off."""
