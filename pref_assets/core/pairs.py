@@ -1,4 +1,8 @@
-"""Pair selection and DPO formatting (the text and chat variants TRL reads)."""
+"""Pair selection and DPO formatting (the text and chat variants TRL reads).
+
+Pairs are chosen among all of a prompt's answers (every candidate of every generator) by their scores, the mean
+over the panel's judges; the pair names its candidates, their principles, and the judges that agreed with it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 from pref_assets.core import status
 from pref_assets.core.conversation import Message, prompt_messages
+from pref_assets.core.panel import agreeing_judges
 from pref_assets.core.rows import GroupedRow, PairRow, RatingRow, next_row, skipped
 
 ALL_TIED = "all_tied"
@@ -114,4 +119,14 @@ def pair_row(row: RatingRow, *, min_margin: float = 0.0, rejected: str = LOWEST)
         rejected_model=models[choice.rejected],
         rejected_rating=scores[choice.rejected],
         margin=choice.margin,
+        chosen_candidate_id=_at(row.candidate_ids, choice.chosen),
+        rejected_candidate_id=_at(row.candidate_ids, choice.rejected),
+        chosen_principle=_at(row.generation_principles, choice.chosen),
+        rejected_principle=_at(row.generation_principles, choice.rejected),
+        agreeing_judges=agreeing_judges(row, choice.chosen, choice.rejected),
     )
+
+
+def _at(values: Sequence[str | None] | None, index: int) -> str | None:
+    """Return ``values[index]``, None for a row stored without that column."""
+    return values[index] if values else None

@@ -1,8 +1,20 @@
-"""Rating step: one judge call per (prompt, aspect), bounded re-asks, verdicts mapped to model order.
+"""Rating step: one judge call per (prompt, judge, aspect, pass, part), bounded re-asks, verdicts mapped back to the
+answer slots.
 
 A prompt with fewer than two answers cannot make a pair: it is not judged (``skipped``, ``fewer_than_two_answers``)
 unless the judge is set to rate single answers. An unreadable judgement is re-asked with a new seed; a cut-off one
 with twice the room (up to ``REASK_MAX_TOKENS``). What is stored of a judgement is bounded (``clip``).
+
+Several answers per call, split when over: a judge shows at most ``max_answers_per_call`` answers in one call. More
+are cut into parts: the first part holds the first answers of the (shuffled) order, every later part the first
+answer of the first part again (the anchor) and the next ones. Ratings are absolute rubric scores, read the same
+whatever else a call shows, so the parts' ratings are compared as they are; each answer's score is the mean of all
+its ratings (the anchor's over every part), and how far the anchor's ratings drift between parts is reported.
+
+A panel: every judge rates every answer. A judge counts for a row only when every one of its calls for the row was
+read (its ratings then cover every answer); a row is rated by the judges that count, each failed judge named with
+its reason in ``judge_failures``, and fails when fewer than ``min_judges`` count. An answer's score is the mean
+over the counted judges of each judge's mean rating (over aspects, passes and parts).
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from pref_assets.core.judge import (
     parse_verdicts,
     presentation_order,
 )
+from pref_assets.core.panel import panel_scores
 from pref_assets.core.rows import GroupedRow, Judgement, RatingRow, extend_row, failed, skipped
 from pref_assets.core.rubric import Aspect, get_aspect
 from pref_assets.core.scoring import combine_scores, map_back
@@ -53,11 +66,12 @@ class JudgeSpec:
     max_reasks: int = 1
     position_swap: bool = False
     rate_single_answers: bool = False
+    max_answers_per_call: int = 8
 
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One judge call to make: which prompt, which aspect, which answers in which order."""
+    """One judge call to make: which prompt, judge and aspect, which answers in which order."""
 
     prompt_id: str
     aspect: Aspect
@@ -65,6 +79,9 @@ class Task:
     call: Call
     pass_index: int = 0
     answers: tuple[str, ...] = ()
+    judge: str = ""
+    part: int = 0
+    max_reasks: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +99,26 @@ class Outcome:
 
 
 Runner = Callable[[Sequence[Call]], Sequence[Result]]
+Panel = JudgeSpec | Sequence[JudgeSpec]
 
 
-def plan_tasks(rows: Sequence[GroupedRow], judge: JudgeSpec) -> list[Task]:
-    """Return the judge tasks for every ok row and aspect (twice, in reversed order, with position swap); a row
-    with fewer than two answers gets none unless ``judge.rate_single_answers``."""
-    passes = (0, 1) if judge.position_swap else (0,)
+def panel_of(judges: Panel) -> tuple[JudgeSpec, ...]:
+    """Return ``judges`` as a panel: one judge is a panel of one."""
+    return (judges,) if isinstance(judges, JudgeSpec) else tuple(judges)
+
+
+def plan_tasks(rows: Sequence[GroupedRow], judges: Panel) -> list[Task]:
+    """Return the judge tasks for every ok row, judge, aspect (twice, in reversed order, with position swap) and
+    part of the answers; a row with fewer than two answers gets none from a judge without ``rate_single_answers``."""
     return [
-        _task(row, get_aspect(a), judge, p)
+        task
         for row in rows
-        if row.ok and (judge.rate_single_answers or _answered(row) >= 2)
+        if row.ok
+        for judge in panel_of(judges)
+        if judge.rate_single_answers or _answered(row) >= 2
         for a in judge.aspects
-        for p in passes
+        for p in ((0, 1) if judge.position_swap else (0,))
+        for task in _tasks(row, get_aspect(a), judge, p)
     ]
 
 
@@ -101,26 +126,48 @@ def _answered(row: GroupedRow) -> int:
     return sum(text is not None for text in row.generations or ())
 
 
-def _task(row: GroupedRow, aspect: Aspect, judge: JudgeSpec, pass_index: int) -> Task:
+def split_shown(shown: Sequence[int], size: int) -> list[tuple[int, ...]]:
+    """Return ``shown`` cut into parts of at most ``size`` answers: the first ``size``, then the first answer (the
+    anchor) with the next ``size - 1``, and so on, so every part shares the anchor with the first."""
+    if len(shown) <= size:
+        return [tuple(shown)]
+    parts, anchor = [tuple(shown[:size])], shown[0]
+    rest = shown[size:]
+    parts += [(anchor, *rest[i : i + size - 1]) for i in range(0, len(rest), size - 1)]
+    return parts
+
+
+def _tasks(row: GroupedRow, aspect: Aspect, judge: JudgeSpec, pass_index: int) -> list[Task]:
     answered = [i for i, text in enumerate(row.generations or ()) if text is not None]
     order = presentation_order(row.prompt_id, len(answered)) if judge.shuffle else range(len(answered))
-    shown = tuple(answered[k] for k in order)
-    if pass_index == 1:
-        shown = shown[::-1]
+    parts = split_shown([answered[k] for k in order], judge.max_answers_per_call)
+    tasks = []
+    for number, part in enumerate(parts):
+        if number and judge.shuffle:
+            # the anchor moves within later parts, so it is not always shown first
+            part = tuple(part[k] for k in presentation_order(f"{row.prompt_id}/part-{number}", len(part)))
+        shown = part[::-1] if pass_index == 1 else part
+        tasks.append(_task(row, aspect, judge, pass_index, number, shown))
+    return tasks
+
+
+def _task(row: GroupedRow, aspect: Aspect, judge: JudgeSpec, pass_index: int, part: int, shown: tuple[int, ...]) -> Task:
     answers = tuple(row.generations[i] for i in shown)
     messages = judge_messages(judged_prompt(row.instruction, row.system_prompt, row.messages), answers, aspect)
     fmt = response_format(judge_schema(len(shown), aspect), judge.flavour)
     call = Call(judge.endpoint, judge.model, tuple(messages), judge.params, fmt)
-    return Task(row.prompt_id, aspect, shown, call, pass_index, answers)
+    return Task(row.prompt_id, aspect, shown, call, pass_index, answers, judge.name, part, judge.max_reasks)
 
 
-def judge_all(tasks: Sequence[Task], run: Runner, max_reasks: int) -> list[Outcome]:
-    """Run every task; re-ask unparseable and cut-off answers up to ``max_reasks`` times with a new seed, a
-    cut-off one also with twice its ``max_tokens`` (at most ``REASK_MAX_TOKENS``, never less than it had)."""
+def judge_all(tasks: Sequence[Task], run: Runner, max_reasks: int | None = None) -> list[Outcome]:
+    """Run every task; re-ask unparseable and cut-off answers up to each task's ``max_reasks`` times (or
+    ``max_reasks`` for all) with a new seed, a cut-off one also with twice its ``max_tokens`` (at most
+    ``REASK_MAX_TOKENS``, never less than it had)."""
     calls = [t.call for t in tasks]
     outcomes = [_outcome(t, r, 1, t.call) for t, r in zip(tasks, run(calls), strict=True)]
-    for attempt in range(2, max_reasks + 2):
-        retry = [i for i, o in enumerate(outcomes) if _worth_reasking(o)]
+    budgets = [t.max_reasks if max_reasks is None else max_reasks for t in tasks]
+    for attempt in range(2, max(budgets, default=0) + 2):
+        retry = [i for i, o in enumerate(outcomes) if _worth_reasking(o) and attempt <= budgets[i] + 1]
         if not retry:
             break
         for i in retry:
@@ -179,37 +226,57 @@ def _outcome(task: Task, result: Result, attempt: int, call: Call) -> Outcome:
     return Outcome(task, verdicts, reason, result.text, attempt, *tokens, cached=result.cached)
 
 
-def rating_rows(rows: Sequence[GroupedRow], outcomes: Sequence[Outcome], judge: JudgeSpec) -> list[RatingRow]:
-    """Return one row per grouped row: its judgements per aspect, combined scores, and status."""
+def rating_rows(
+    rows: Sequence[GroupedRow], outcomes: Sequence[Outcome], judges: Panel, min_judges: int = 1
+) -> list[RatingRow]:
+    """Return one row per grouped row: its judgements per judge and aspect, each counted judge's scores, the
+    combined scores, the judges that failed, and status (failed when fewer than ``min_judges`` judges count)."""
     by_prompt: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
         by_prompt.setdefault(outcome.task.prompt_id, []).append(outcome)
+    panel = panel_of(judges)
     # A prompt id has at most one ok row in a batch (a repeat is a failed row), so only ok rows take judgements.
-    return [_rating_row(row, by_prompt.get(row.prompt_id, []) if row.ok else [], judge) for row in rows]
+    return [_rating_row(row, by_prompt.get(row.prompt_id, []) if row.ok else [], panel, min_judges) for row in rows]
 
 
-def _rating_row(row: GroupedRow, outcomes: list[Outcome], judge: JudgeSpec) -> RatingRow:
+def _rating_row(row: GroupedRow, outcomes: list[Outcome], panel: tuple[JudgeSpec, ...], min_judges: int) -> RatingRow:
     n = len(row.generation_models)
     judgements = [_judgement(o, n) for o in outcomes]
-    rated = extend_row(row, RatingRow, judge_model=judge.name, judgements=judgements, scores=[None] * n)
+    name = " + ".join(j.name for j in panel)
+    rated = extend_row(row, RatingRow, judge_model=name, judgements=judgements, scores=[None] * n)
     if not row.ok:
         return rated
-    if not outcomes and _answered(row) < 2 and not judge.rate_single_answers:
+    if not outcomes and _answered(row) < 2 and not any(j.rate_single_answers for j in panel):
         return skipped(rated, status.STAGE_RATINGS, TOO_FEW_ANSWERS)
-    unread = [o for o in outcomes if o.verdicts is None]
-    if unread:
-        kind = str(unread[0].reason).split(":")[0]
-        detail = kind + ": " + "; ".join(f"[{_label(o.task)}] {o.reason}" for o in unread)
-        return failed(rated, status.STAGE_RATINGS, clip(detail, REASON_KEPT_BYTES))
-    by_aspect = {(j.aspect, j.pass_index): j.ratings for j in judgements}
-    return replace(rated, scores=combine_scores(by_aspect, n), **status.ok())
+    counted, scores, failures, unread = [], [], [], []
+    for judge in panel:
+        mine = [o for o in outcomes if o.task.judge == judge.name]
+        bad = [o for o in mine if o.verdicts is None]
+        if bad:
+            unread += bad
+            failures.append(clip(f"{judge.name}: {_failure(bad, len(panel))}", REASON_KEPT_BYTES))
+        elif mine:
+            counted.append(judge.name)
+            by_call = {(j.aspect, j.pass_index, j.part): j.ratings for j in judgements if j.judge == judge.name}
+            scores.append(combine_scores(by_call, n))
+    rated = replace(rated, judges=counted, judge_scores=scores, judge_failures=failures)
+    if unread and len(counted) < min_judges:
+        return failed(rated, status.STAGE_RATINGS, clip(_failure(unread, len(panel)), REASON_KEPT_BYTES))
+    return replace(rated, scores=panel_scores(scores, n), **status.ok())
+
+
+def _failure(unread: list[Outcome], panel_size: int) -> str:
+    kind = str(unread[0].reason).split(":")[0]
+    return kind + ": " + "; ".join(f"[{_label(o.task, panel_size)}] {o.reason}" for o in unread)
 
 
 def _judgement(o: Outcome, n: int) -> Judgement:
     mapped = map_back(o.verdicts, o.task.shown, n) if o.verdicts else [None] * n
     return Judgement(
+        judge=o.task.judge,
         aspect=o.task.aspect.name,
         pass_index=o.task.pass_index,
+        part=o.task.part,
         ratings=[v.rating if v else None for v in mapped],
         rationales=[clip(v.rationale, RATIONALE_KEPT_BYTES) if v else None for v in mapped],
         error_kinds=[v.error_kind if v else None for v in mapped],
@@ -223,5 +290,7 @@ def _judgement(o: Outcome, n: int) -> Judgement:
     )
 
 
-def _label(task: Task) -> str:
-    return task.aspect.name + (" reversed" if task.pass_index else "")
+def _label(task: Task, panel_size: int = 1) -> str:
+    judge = f"{task.judge} " if panel_size > 1 else ""
+    part = f" part {task.part + 1}" if task.part else ""
+    return judge + task.aspect.name + (" reversed" if task.pass_index else "") + part

@@ -70,9 +70,12 @@ class PromptRow(StageRow):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GenerationRow(StageRow):
-    """`generations_by_model`: one generator's answer to one prompt."""
+    """`generations_by_model`: one answer (candidate) of one generator to one prompt."""
 
     model: str | None = col("The generator's name.")
+    candidate: int = col("Which of the generator's answers to the prompt this is (0-based, < num_generations).", 0)
+    candidate_id: str | None = col("The answer's id, `<row_id>/<generator>/<candidate>`: unique and stable.")
+    principle: str | None = col("The principle (system prompt) the answer was generated under, if any.")
     generation: str | None = col("The answer text.")
     finish_reason: str | None = col("Why the answer ended: stop, length, ...")
     prompt_tokens: int = col("Prompt tokens billed.", 0)
@@ -91,7 +94,9 @@ class GroupedRow(StageRow):
     topic: str | None = col("The source's topic or category, if any.")
     system_prompt: str | None = col("A system prompt given with the instruction, if any.")
     messages: Sequence[Message] | None = col("The whole conversation for chat prompts.")
-    generation_models: Sequence[str] | None = col("Generator names, in the configured order.")
+    generation_models: Sequence[str] | None = col("Generator name per answer slot, in the configured order.")
+    candidate_ids: Sequence[str] | None = col("Answer (candidate) id per slot: a generator's answers side by side.")
+    generation_principles: Sequence[str | None] | None = col("The principle each answer was generated under.")
     generations: Sequence[str | None] | None = col("Answers aligned to generation_models; null where it failed.")
     generation_status: Sequence[str | None] | None = col("Status of each answer slot.")
     generation_reasons: Sequence[str | None] | None = col("Why an answer slot is empty.")
@@ -99,10 +104,12 @@ class GroupedRow(StageRow):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Judgement:
-    """One judge call's verdict on a prompt's answers for one aspect (and pass)."""
+    """One judge call's verdict on a prompt's answers for one aspect (and pass, and part)."""
 
+    judge: str | None = col("The panel judge who gave it.")
     aspect: str | None = col("The rubric aspect rated.")
     pass_index: int = col("0, or 1 for the position-swapped pass.", 0)
+    part: int = col("Which part of the answers (0 unless they were judged in several calls sharing an anchor).", 0)
     ratings: Sequence[int | None] | None = col("Rating per answer slot (1-5); null where not rated.")
     rationales: Sequence[str | None] | None = col("The judge's rationale per answer slot.")
     error_kinds: Sequence[str | None] | None = col("Error types the judge named per answer slot.")
@@ -119,9 +126,12 @@ class Judgement:
 class RatingRow(GroupedRow):
     """`ratings`: a grouped prompt with the judge's verdicts and each answer's score."""
 
-    judge_model: str | None = col("The judge's name.")
-    judgements: Sequence[Judgement] | None = col("One verdict per aspect and pass.")
-    scores: Sequence[float | None] | None = col("Per answer slot, the mean of its aspect ratings.")
+    judge_model: str | None = col("The judge's name (the panel's names joined by ' + ').")
+    judgements: Sequence[Judgement] | None = col("One verdict per judge, aspect, pass and part.")
+    judges: Sequence[str] | None = col("The panel judges whose verdicts count for this row.")
+    judge_scores: Sequence[Sequence[float | None]] | None = col("Per counted judge, its score per answer slot.")
+    judge_failures: Sequence[str] | None = col("Panel judges that could not rate this row, each with the reason.")
+    scores: Sequence[float | None] | None = col("Per answer slot, the mean over judges of each judge's mean rating.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +146,11 @@ class PairRow(StageRow):
     rejected_model: str | None = col("The generator of the rejected answer.")
     rejected_rating: float | None = col("The rejected answer's score.")
     margin: float | None = col("Chosen score minus rejected score (rank gap for ranking-only human labels).")
+    chosen_candidate_id: str | None = col("The chosen answer's candidate id.")
+    rejected_candidate_id: str | None = col("The rejected answer's candidate id.")
+    chosen_principle: str | None = col("The principle the chosen answer was generated under, if any.")
+    rejected_principle: str | None = col("The principle the rejected answer was generated under, if any.")
+    agreeing_judges: Sequence[str] | None = col("Panel judges whose own scores put chosen above rejected.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

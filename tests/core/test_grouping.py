@@ -64,7 +64,8 @@ def test_upstream_failures_pass_through_in_order() -> None:
     ("gens", "message"),
     [
         ([_gen("9", "a")], "unknown prompt"),
-        ([_gen("1", "z")], "unknown prompt or model"),
+        ([_gen("1", "z")], "unknown prompt, model or candidate"),
+        ([GenerationRow(prompt_id="1", model="a", candidate=1, generation="x")], "unknown prompt, model or candidate"),
         ([_gen("1", "a"), _gen("1", "a")], "two generations"),
     ],
 )
@@ -78,3 +79,24 @@ def test_generations_join_prompts_by_row_id_when_prompt_ids_repeat() -> None:
     gens = [_gen("1", m, f"{m}{i}", row_id=f"b#{i}") for i in (1, 0) for m in MODELS]
     rows = group_generations(prompts, gens, MODELS)
     assert [(r.row_id, r.generations) for r in rows] == [("b#0", ["a0", "b0", "c0"]), ("b#1", ["a1", "b1", "c1"])]
+
+
+def test_candidates_of_a_generator_sit_side_by_side_with_their_ids_and_principles() -> None:
+    def cand(model: str, k: int, text: str | None, status: str = "ok") -> GenerationRow:
+        return GenerationRow(row_id="b#0", prompt_id="1", model=model, candidate=k, candidate_id=f"b#0/{model}/{k}",
+                             principle=f"p{k}", generation=text, status=status, reason=None if text else "timeout")
+    gens = [cand("b", 0, "B0"), cand("a", 1, "A1"), cand("a", 0, None, "failed"), cand("a", 2, "A2")]
+    [row] = group_generations([_prompt("1", row_id="b#0")], gens, ["a", "b"], {"a": 3, "b": 1})
+    assert row.generation_models == ["a", "a", "a", "b"]
+    assert row.candidate_ids == ["b#0/a/0", "b#0/a/1", "b#0/a/2", "b#0/b/0"]
+    assert row.generations == [None, "A1", "A2", "B0"]
+    assert row.generation_principles == ["p0", "p1", "p2", "p0"]
+    assert row.generation_status == ["failed", "ok", "ok", "ok"]
+
+
+def test_a_prompt_without_any_candidate_names_each_slot() -> None:
+    gens = [GenerationRow(row_id="b#0", prompt_id="1", model="a", candidate=k, status="failed", reason="timeout: t")
+            for k in range(2)]  # fmt: skip
+    [row] = group_generations([_prompt("1", row_id="b#0")], gens, ["a", "b"], {"a": 2})
+    assert row.status == "failed"
+    assert row.reason == "no_answer: a#0: timeout: t; a#1: timeout: t; b: no generation row"

@@ -95,7 +95,7 @@ def _worst_batch(settings: Settings) -> tuple[str, float, float]:
     for batch in BATCHES:
         prompts = from_frame(read_stage(settings.storage_dir, "prompts", batch), PromptRow)
         planned = plan_generations(prompts, settings.generators)
-        rates[batch] = sum(poisoned(to_request(c).body(), POISON) for *_, c in planned) / len(planned)
+        rates[batch] = sum(poisoned(to_request(x.call).body(), POISON) for x in planned) / len(planned)
     worst, *rest = sorted(rates, key=rates.get, reverse=True)
     return worst, rates[worst], max(rates[b] for b in rest)
 

@@ -56,7 +56,7 @@ def test_poisoned_requests_fail_only_their_rows_and_a_rerun_resends_only_them(tm
 
     prompts = from_frame(read_stage(store, "prompts", PARTITION), PromptRow)
     planned = plan_generations(prompts, settings.generators)
-    expected = {(p.prompt_id, name) for p, name, call in planned if poisoned(to_request(call).body(), POISON)}
+    expected = {(x.prompt.prompt_id, x.model) for x in planned if poisoned(to_request(x.call).body(), POISON)}
     assert 0.01 * len(planned) < len(expected) < 0.06 * len(planned)
     gens = read_stage(store, "generations_by_model", PARTITION)
     failed = gens.filter(pl.col("status") != "ok")

@@ -99,7 +99,7 @@ def test_poisoned_requests_fail_only_their_rows_in_a_range_run(tmp_path: Path) -
     for batch in BATCHES:
         prompts = from_frame(read_stage(store, "prompts", batch), PromptRow)
         planned = plan_generations(prompts, settings.generators)
-        expected = {(p.prompt_id, name) for p, name, call in planned if poisoned(to_request(call).body(), poison)}
+        expected = {(x.prompt.prompt_id, x.model) for x in planned if poisoned(to_request(x.call).body(), poison)}
         failed = read_stage(store, "generations_by_model", batch).filter(pl.col("status") != "ok")
         assert {(r["prompt_id"], r["model"]) for r in failed.to_dicts()} == expected
         expected_total += len(expected)
