@@ -29,6 +29,7 @@ from pref_assets.core.ids import row_id
 from pref_assets.core.ledger import LedgerCheck, check_ledger
 
 LEDGER = "ledger"
+PROMPTS = dg.AssetKey("prompts")
 DUPLICATES = "no_duplicate_prompts"
 EMPTY_ANSWERS = "empty_answers"
 PARSE_FAILURES = "judge_parse_failures"
@@ -39,6 +40,10 @@ _WARNINGS = {
     PARSE_FAILURES: ("ratings", "Few judge answers stay unparseable after the re-asks."),
     TIES: ("dpo_pairs", "Few judged prompts have every answer on the same score (no pair)."),
 }
+
+
+# run id -> batch -> the row count its last ``prompts`` materialization recorded (see ``batch_rows``)
+_PROMPT_COUNTS: dict[str, dict[str, int | None]] = {}
 
 
 def ledger_spec(stage: str, max_rate: float, partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
@@ -55,16 +60,41 @@ def ledger_spec(stage: str, max_rate: float, partitions: dg.PartitionsDefinition
 
 def batch_rows(context: dg.AssetExecutionContext, batch: str | None = None) -> pl.DataFrame | None:
     """Return the row ids of ``batch`` (default: the step's partition) as its last ``prompts`` materialization
-    recorded them (None: no record)."""
+    recorded them (None: no record). The records of every batch of the step are read at its first call, in one
+    query, and kept for the run: its ``prompts`` step, if it has one, ran before any step that asks."""
     batch = batch or context.partition_key
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("prompts"), asset_partitions=[batch]), limit=1
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    count = materialization.metadata.get("dagster/row_count") if materialization else None
+    counts = _PROMPT_COUNTS.get(context.run.run_id, {})
+    if batch not in counts:
+        counts = counts | prompt_counts(context.instance, sorted({batch, *context.partition_keys}))
+        _PROMPT_COUNTS.clear()  # only the current run's counts are kept
+        _PROMPT_COUNTS[context.run.run_id] = counts
+    count = counts.get(batch)
     if count is None:
         return None
-    return pl.DataFrame({"row_id": [row_id(batch, i) for i in range(int(count.value))]})
+    return pl.DataFrame({"row_id": [row_id(batch, i) for i in range(count)]})
+
+
+def prompt_counts(instance: dg.DagsterInstance, batches: list[str]) -> dict[str, int | None]:
+    """Return the row count each batch's last ``prompts`` materialization recorded (None: no record or no count),
+    reading the records newest first, a page at a time, until every batch has its latest."""
+    latest: dict[str, dg.AssetMaterialization] = {}
+    cursor = None
+    while len(latest) < len(batches):
+        missing = [b for b in batches if b not in latest]
+        records_filter = dg.AssetRecordsFilter(asset_key=PROMPTS, asset_partitions=missing)
+        page = instance.fetch_materializations(records_filter, limit=len(missing), cursor=cursor)
+        for record in page.records:
+            materialization = record.asset_materialization
+            if materialization is not None and record.partition_key is not None:
+                latest.setdefault(record.partition_key, materialization)
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    counts: dict[str, int | None] = {}
+    for batch in batches:
+        count = latest[batch].metadata.get("dagster/row_count") if batch in latest else None
+        counts[batch] = None if count is None else int(count.value)
+    return counts
 
 
 def ledger_result(

@@ -1,6 +1,6 @@
 """The reliability guarantees in a run covering three batches (a backfill with ``backfill.partitions_per_run``):
-every prompt at every stage per batch, kill -9 resume from the request cache, and poisoned requests failing only
-their own rows."""
+every prompt at every stage per batch, a lost row found by its batch's ledger, kill -9 resume from the request
+cache, and poisoned requests failing only their own rows."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pref_assets.clients.cache import RequestCache
 from pref_assets.clients.runner import to_request
 from pref_assets.core.generation import plan_generations
 from pref_assets.core.rows import PromptRow
+from pref_assets.defs.checks import prompt_counts
 from pref_assets.defs.schemas import from_frame
 from pref_assets.settings import Settings
 from pref_assets.testing.fake_openai import FakeServer, poisoned, run_fake_openai
@@ -56,6 +57,43 @@ def test_every_prompt_is_at_every_stage_of_every_batch(tmp_path: Path) -> None:
         assert prompts.height == BATCH and prompts["row_id"].str.starts_with(f"{batch}#").all()
         for stage in PIPELINE_STAGES[2:]:
             assert set(read_stage(settings.storage_dir, stage, batch)["row_id"]) == set(prompts["row_id"])
+
+
+def test_a_row_lost_in_one_batch_fails_that_batch_ledger_and_the_others_finish(tmp_path: Path) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    with run_fake_openai(seed=4) as server:
+        settings = _settings(server, tmp_path)
+        assert run_range(settings, BATCHES[0], BATCHES[-1], instance).success
+        lost = Path(settings.storage_dir) / "prompts" / f"{BATCHES[1]}.parquet"
+        pl.read_parquet(lost).slice(1).write_parquet(lost)  # the batch's first prompt row is gone
+        later = [dg.AssetKey(stage) for stage in PIPELINE_STAGES[1:]]
+        result = run_range(settings, BATCHES[0], BATCHES[-1], instance, asset_selection=later, raise_on_error=False)
+    assert result.success, failure_messages(result)
+    ledgers = {e.partition: e for e in result.get_asset_check_evaluations()
+               if e.check_name == "ledger" and e.asset_key.to_user_string() == PIPELINE_STAGES[1]}  # fmt: skip
+    assert not ledgers[BATCHES[1]].passed and ledgers[BATCHES[1]].metadata["missing_prompts"].value == 1
+    assert ledgers[BATCHES[0]].passed and ledgers[BATCHES[2]].passed
+    store = Path(settings.storage_dir)
+    held = read_stage(store, "dpo_pairs", BATCHES[1])
+    assert held.height == BATCH - 1 and held["reason"].str.starts_with("held_back: ").all()
+    assert read_stage(store, "dpo_pairs", BATCHES[2]).height == BATCH
+
+
+def test_each_batch_ledger_counts_its_latest_prompts_record() -> None:
+    instance = dg.DagsterInstance.ephemeral()
+
+    def record(batch: str, rows: int) -> None:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("prompts", partition=batch, metadata={"dagster/row_count": rows})
+        )
+
+    record(BATCHES[0], 5)
+    record(BATCHES[1], 7)
+    record(BATCHES[0], 6)
+    for rows in range(8, 16):  # newer records of one batch fill the first page
+        record(BATCHES[2], rows)
+    counts = prompt_counts(instance, [*BATCHES, "batch-00003"])
+    assert counts == {BATCHES[0]: 6, BATCHES[1]: 7, BATCHES[2]: 15, "batch-00003": None}
 
 
 @pytest.mark.slow
