@@ -62,10 +62,10 @@ def _first_position(judgements: Sequence[Judgement]) -> tuple[int, int, float]:
 def _agreement(rows: Sequence[RatingRow]) -> tuple[int, int]:
     agree, compared = 0, 0
     for row in rows:
-        passes: dict[str | None, dict[int, Sequence[int | None]]] = {}
+        passes: dict[tuple[str | None, str | None, int], dict[int, Sequence[int | None]]] = {}
         for j in row.judgements or ():
             if not j.failure:
-                passes.setdefault(j.aspect, {})[j.pass_index] = j.ratings
+                passes.setdefault((j.judge, j.aspect, j.part), {})[j.pass_index] = j.ratings
         for by_pass in passes.values():
             if len(by_pass) == 2:
                 compared += 1

@@ -29,7 +29,7 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
     """Return ``human_feedback`` and ``preference_pairs``, partitioned like the pipeline."""
     common = {"partitions_def": partitions, "group_name": GROUP, "io_manager_key": "parquet_io", "dagster_type": FRAME,
               "backfill_policy": backfill_policy(settings)}  # fmt: skip
-    n_answers = len(settings.generators)
+    n_answers = settings.candidates_per_prompt
     policy = settings.pairs
     max_rate = settings.max_failure_rate
 

@@ -24,7 +24,7 @@ STAGE = "argilla_records"
 
 def build_records(stage: Stage) -> dg.AssetsDefinition:
     """Return the `argilla_records` asset."""
-    n_answers, max_rate = len(stage.settings.generators), stage.settings.max_failure_rate
+    n_answers, max_rate = stage.settings.candidates_per_prompt, stage.settings.max_failure_rate
 
     @dg.asset(description="Records for human review in Argilla; pushed when an Argilla URL is configured.",
               code_version=CODE_VERSION, check_specs=[stage.ledger(STAGE)], **stage.options(RecordRow))  # fmt: skip
