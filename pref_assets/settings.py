@@ -301,6 +301,8 @@ class PublishSettings(_Strict):
     token_env: EnvName = "HF_TOKEN"
     layout: Literal["dpo", "trl-conversational", "trl-standard"] = "trl-conversational"
     asset: Literal["dpo_pairs", "preference_pairs"] = "preference_pairs"
+    license: str = Field("unknown", description="the card's license: a Hub license id (apache-2.0, cc-by-4.0, ...)")
+    language: list[str] = Field(default_factory=lambda: ["en"], description="the card's languages (ISO 639-1)")
 
 
 def _default_endpoints() -> list[EndpointSettings]:
@@ -357,6 +359,9 @@ class Settings(_Strict):
     )
     argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    owners: list[str] = Field(
+        default_factory=lambda: ["team:pref-assets"], description="every asset's owners: e-mail addresses or team:NAME"
+    )
 
     @model_validator(mode="before")
     @classmethod
