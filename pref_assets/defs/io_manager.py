@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from pref_assets.core.paths import PathEscapeError, contained_path, ensure_inside, shown
 from pref_assets.private import make_dirs, restrict
@@ -30,6 +31,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     base_dir: str
     private_files: bool = True
+    identity: dict[str, str] = Field(default_factory=dict, description="the configuration, shown on each output")
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | dict[str, pl.DataFrame]) -> None:
         keys = self._keys(context)
@@ -40,7 +42,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         for key, path in paths.items():
             self._write(frames[key], path)
         shown_path = paths[keys[0]] if len(keys) == 1 else paths[keys[0]].parent
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(shown_path.resolve()))})
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(shown_path.resolve())),
+                                     "configuration": dg.MetadataValue.json(self.identity)})  # fmt: skip
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame]:
         frames = {key: self._read(self._path(context, key)) for key in self._keys(context)}

@@ -1,8 +1,15 @@
-"""``preference_dataset``: every batch's final pairs in one set, with a dataset card, published to the Hub."""
+"""``preference_dataset``: every batch's final pairs in one set, with a dataset card, published to the Hub.
+
+The card's body is a mapping of sections (``core/card.py``). To add one, write a function taking the settings, the
+storage folder and the published pairs, and returning ``{title: markdown}`` (empty when it has nothing to say), and
+add it to ``CARD_SECTIONS``; its sections follow the built-in ones, in that order.
+"""
 
 import os
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -11,8 +18,10 @@ from pref_assets.core.card import CardFacts, render_card
 from pref_assets.core.paths import contained_path
 from pref_assets.core.rows import PreferenceRow, column_docs
 from pref_assets.core.rubric import RUBRIC_VERSION
+from pref_assets.defs import schemas
+from pref_assets.defs.jobs import config_file, config_identity
 from pref_assets.defs.stages.common import backfill_policy
-from pref_assets.export import collect_pairs, partition_files, to_layout
+from pref_assets.export import PAIR_COLUMNS, collect_pairs, partition_files, to_layout
 from pref_assets.hub_upload import push, write_local
 from pref_assets.settings import Settings
 
@@ -49,7 +58,10 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
     def preference_dataset(context: dg.AssetExecutionContext, hub: HubResource) -> dg.MaterializeResult:
         base = Path(settings.storage_dir)
         pairs = collect_pairs(base, publish.asset)
-        card = render_card(_facts(settings, pairs, _all_rows(base / publish.asset)))
+        pairs = pairs if pairs.height else _empty_pairs()
+        rows = _all_rows(base / publish.asset)
+        sections = {title: text for section in CARD_SECTIONS for title, text in section(settings, base, pairs).items()}
+        card = render_card(_facts(settings, pairs, rows, sections))
         out_dir = contained_path(base, "published", what="folder")
         out_dir = write_local(pairs, card, out_dir, publish.layout, private=settings.private_files)
         pushed, where = push(out_dir, publish.repo_id, hub.token, private=publish.private)
@@ -60,7 +72,9 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
                 "local_copy": dg.MetadataValue.path(str(out_dir.resolve())),
                 "hub": dg.MetadataValue.text(where),
                 "pushed": dg.MetadataValue.bool(pushed),
-                "card": dg.MetadataValue.md(card.split("---", 2)[-1]),
+                "card": dg.MetadataValue.md(card.split("\n---\n", 1)[-1]),
+                "pairs_by_source": dg.MetadataValue.json(_sources(pairs)),
+                "configuration": dg.MetadataValue.json(config_identity(settings, config_file())),
                 "dagster/column_schema": published_columns(to_layout(pairs.head(0), publish.layout)),
             }
         )
@@ -81,27 +95,72 @@ def published_columns(frame: pl.DataFrame) -> dg.TableSchema:
     )
 
 
+def _empty_pairs() -> pl.DataFrame:
+    """Return a set of no pairs with the published columns."""
+    frame = schemas.to_frame([], PreferenceRow).with_columns(batch=pl.lit(None, pl.String))
+    return frame.select([*PAIR_COLUMNS, "pair_source", "batch"])
+
+
 def _all_rows(folder: Path) -> pl.DataFrame:
     files = partition_files(folder)
     return pl.concat([pl.read_parquet(f, columns=["status"]) for f in files]) if files else pl.DataFrame()
 
 
-def _facts(settings: Settings, pairs: pl.DataFrame, rows: pl.DataFrame) -> CardFacts:
-    sources = Counter(pairs["pair_source"].to_list()) if "pair_source" in pairs.columns else Counter(judge=pairs.height)
+def review_section(settings: Settings, base: Path, pairs: pl.DataFrame) -> dict[str, str]:
+    """Return the "Human review" section: how many of the published pairs reviewers decided, and where."""
+    del base  # the pairs say it all
+    human = _sources(pairs).get("human", 0)
+    if settings.publish.asset != "preference_pairs":
+        return {"Human review": "Not used: this set is the judge's pairs (`publish.asset: dpo_pairs`)."}
+    where = f"in Argilla (dataset `{settings.argilla.dataset}`)" if settings.argilla.url else "(no Argilla set up)"
+    return {"Human review": f"{human} of {pairs.height} pairs were decided by reviewers {where}; the rest by the "
+            "judge. A pair reviewers decided follows their ratings or ranking of the answers."}  # fmt: skip
+
+
+# Sections added to the dataset card after the built-in ones: each takes the settings, the storage folder and the
+# published pairs, and returns {title: markdown}.
+CARD_SECTIONS: list[Callable[[Settings, Path, pl.DataFrame], Mapping[str, str]]] = [review_section]
+
+
+def _sources(pairs: pl.DataFrame) -> dict[str, int]:
+    if "pair_source" not in pairs.columns:
+        return {"judge": pairs.height} if pairs.height else {}
+    return dict(Counter(pairs["pair_source"].to_list()))
+
+
+def card_features(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Return the ``dataset_info.features`` of ``frame`` as the Hub reads them (the ``datasets`` library's YAML)."""
+    import datasets
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from huggingface_hub import DatasetCardData
+
+    data = DatasetCardData()
+    info = DatasetInfo(features=datasets.Features.from_arrow_schema(frame.to_arrow().schema))
+    DatasetInfosDict({"default": info}).to_dataset_card_data(data)
+    return list(data.to_dict()["dataset_info"]["features"])
+
+
+def _facts(settings: Settings, pairs: pl.DataFrame, rows: pl.DataFrame, sections: Mapping[str, str]) -> CardFacts:
     policy = settings.pairs
+    publish = settings.publish
     rejected = "the lowest-scored answer" if policy.rejected == "lowest" else "a random lower-scored answer"
+    layout = to_layout(pairs, publish.layout)
     return CardFacts(
-        title=settings.publish.repo_id or "pref-assets preference set",
+        title=publish.repo_id or "pref-assets preference set",
         generators=[(g.name, g.model) for g in settings.generators],
-        judge=(settings.judge.name, settings.judge.model),
+        judges=[(j.name, j.model) for j in settings.panel],
         aspects=settings.judge.aspects,
         pair_policy=f"chosen is the highest-scored answer, rejected {rejected}, minimum margin "
         f"{policy.min_margin}; prompts whose answers all tie give no pair.",
-        layout=settings.publish.layout,
+        layout=publish.layout,
         pairs=pairs.height,
         prompts=rows.height,
-        pair_sources=dict(sources),
+        pair_sources=_sources(pairs),
         batches=sorted(pairs["batch"].unique().to_list()) if pairs.height else [],
         rubric_version=RUBRIC_VERSION,
         source=settings.source.repo_id or ", ".join(settings.source.paths) or "the embedded prompt set",
+        license=publish.license,
+        language=publish.language,
+        features=card_features(layout),
+        extra_sections=sections,
     )

@@ -10,7 +10,7 @@ import pytest
 
 from pref_assets.definitions import build_definitions
 from pref_assets.hub_upload import push
-from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
+from pref_assets.settings import EndpointSettings, GeneratorSettings, JudgeSettings, Settings, SourceSettings
 from pref_assets.testing.fake_openai import run_fake_openai
 
 
@@ -18,7 +18,7 @@ def _settings(base_url: str, store: Path, **publish: object) -> Settings:
     return Settings(
         storage_dir=str(store), batch_size=6, source=SourceSettings(limit=12),
         endpoints=[EndpointSettings(name="f", base_url=base_url, structured_output="json_schema")],
-        generators=[ModelSettings(name=n, endpoint="f", model=f"org/{n}") for n in ("a", "b")],
+        generators=[GeneratorSettings(name=n, endpoint="f", model=f"org/{n}") for n in ("a", "b")],
         judge=JudgeSettings(name="j", endpoint="f", model="org/judge", aspects=["helpfulness", "honesty"]),
         publish={"repo_id": "me/prefs", **publish},
     )  # fmt: skip
