@@ -11,7 +11,7 @@ from pref_assets.core.rows import GroupedRow, RatingRow
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import PARSE_FAILURES, batch_rows, ledger_result, rate_result, warning_spec
-from pref_assets.defs.metadata import histogram_chart, report_metadata
+from pref_assets.defs.metadata import histogram_chart, judge_figures, report_metadata
 from pref_assets.defs.resources import LLMResource
 from pref_assets.defs.stages.common import (
     CODE_VERSION,
@@ -66,7 +66,7 @@ def build_ratings(stage: Stage) -> dg.AssetsDefinition:
                 ledger_result(STAGE, batches[batch]["grouped"], out, max_rate, batch_rows(context, batch)),
                 rate_result(PARSE_FAILURES, unparseable, report["judge_calls"], limit),
             ]
-            chart = histogram_chart(report["rating_histogram"])
+            chart = histogram_chart(report["rating_histogram"]) | judge_figures(out)
             tokens = judge_tokens(by_batch[batch], settings.panel)
             figures = report | panel_report(rated, names, settings.min_judges)
             return result(out, cols, checks, **report_metadata(figures), **chart, **tokens, **options)
