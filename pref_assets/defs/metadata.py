@@ -29,16 +29,36 @@ def _reason_kind(reason: str | None) -> str:
     return (reason or "unknown").split(":")[0]
 
 
+# Preview columns people read first (chosen/rejected show their last turn, the answer), and the ids they rarely need.
+TEXT_COLUMNS = ("instruction", "prompt", "generation", "chosen", "rejected")
+ID_COLUMNS = ("prompt_id", "row_id")
+
+
 def preview(frame: pl.DataFrame, columns: list[str]) -> dict[str, Any]:
-    """Return a markdown table of the first rows, long cells shortened."""
-    head = frame.select([c for c in columns if c in frame.columns]).head(PREVIEW_ROWS)
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + " --- |" * len(head.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in head.iter_rows()]
-    return {"preview": dg.MetadataValue.md("\n".join(lines))}
+    """Return the first rows as a table: the text columns first (excerpts), then ``columns``, ids last."""
+    texts = [c for c in TEXT_COLUMNS if c in frame.columns]
+    middle = [c for c in columns if c in frame.columns and c not in texts and c not in ID_COLUMNS]
+    shown = [*texts, *middle, *[c for c in ID_COLUMNS if c in frame.columns and (c in columns or c == "prompt_id")]]
+    head = frame.select(shown).head(PREVIEW_ROWS)
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, _column_type(head.schema[c])) for c in shown])
+    records = [dg.TableRecord({c: _cell(row[c]) for c in shown}) for row in head.iter_rows(named=True)]
+    return {"preview": dg.MetadataValue.table(records, schema)}
 
 
-def _cell(value: object) -> str:
-    text = str(value).replace("\n", " ").replace("|", "\\|")
+def _column_type(dtype: pl.DataType) -> str:
+    if dtype.is_integer():
+        return "int"
+    if dtype.is_float():
+        return "float"
+    return "bool" if dtype == pl.Boolean else "string"
+
+
+def _cell(value: object) -> str | int | float | bool | None:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and "content" in value[-1]:
+        value = value[-1]["content"]  # a conversation: its last turn
+    text = str(value).replace("\n", " ")
     return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
 
 
@@ -70,8 +90,10 @@ def report_metadata(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _value(value: object) -> dg.MetadataValue:
-    if isinstance(value, bool) or value is None:
-        return dg.MetadataValue.text(str(value))
+    if value is None:
+        return dg.MetadataValue.null()
+    if isinstance(value, bool):
+        return dg.MetadataValue.bool(value)
     if isinstance(value, int):
         return dg.MetadataValue.int(value)
     if isinstance(value, float):
@@ -94,14 +116,39 @@ def cost_usd(frame: pl.DataFrame, models: dict[str, Any]) -> dict[str, Any]:
             "cost_usd_by_model": dg.MetadataValue.json(per_model)}  # fmt: skip
 
 
-def histogram_chart(histogram: dict[str, dict[str, int]], width: int = 30) -> dict[str, Any]:
-    """Return the rating distribution per model as a markdown bar chart."""
-    labels = ["1", "2", "3", "4", "5", "N/A"]
-    peak = max((n for counts in histogram.values() for n in counts.values()), default=0) or 1
-    lines = []
+_RATINGS = ("1", "2", "3", "4", "5", "N/A")
+
+
+def histogram_chart(histogram: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Return the rating distribution as one table: a row per model, the count of each rating, the total and the
+    mean rating (N/A left out)."""
+    columns = [dg.TableColumn("model", "string"), *[dg.TableColumn(r, "int") for r in _RATINGS],
+               dg.TableColumn("ratings", "int"), dg.TableColumn("mean", "float")]  # fmt: skip
+    records = []
     for model, counts in histogram.items():
-        lines += [f"**{model}**", "```"]
-        lines += [f"{label:>3} {'█' * round(width * counts.get(label, 0) / peak):<{width}} {counts.get(label, 0)}"
-                  for label in labels if label != "N/A" or label in counts]  # fmt: skip
-        lines.append("```")
-    return {"rating_distribution": dg.MetadataValue.md("\n".join(lines) or "no ratings")}
+        rated = sum(counts.get(r, 0) for r in _RATINGS[:-1])
+        mean = sum(int(r) * counts.get(r, 0) for r in _RATINGS[:-1]) / rated if rated else None
+        row = {"model": model, **{r: counts.get(r, 0) for r in _RATINGS}, "ratings": sum(counts.values())}
+        records.append(dg.TableRecord({**row, "mean": None if mean is None else round(mean, 3)}))
+    return {"rating_distribution": dg.MetadataValue.table(records, dg.TableSchema(columns=columns))}
+
+
+def judge_figures(frame: pl.DataFrame) -> dict[str, Any]:
+    """Return per-batch figures of a ``ratings`` frame as numbers the Plots tab charts across partitions.
+
+    ``rating_mean/<model>``: the mean score of each generator's answers; ``tie_rate``: the share of rated prompts
+    (two scores or more) whose scores all tie. Parse rate and first-position win rate are in the judge report.
+    """
+    if frame.is_empty() or "scores" not in frame.columns:
+        return {}
+    rated = frame.filter(pl.col("status") == "ok").select("generation_models", "scores")
+    slots = rated.explode("generation_models", "scores").drop_nulls("scores")
+    means = slots.group_by("generation_models", maintain_order=True).agg(pl.col("scores").mean())
+    figures: dict[str, Any] = {
+        f"rating_mean/{model}": dg.MetadataValue.float(round(float(mean), 4)) for model, mean in means.iter_rows()
+    }
+    scores = [[s for s in row if s is not None] for row in rated["scores"].to_list()]
+    judged = [s for s in scores if len(s) >= 2]
+    ties = sum(1 for s in judged if min(s) == max(s))
+    figures["tie_rate"] = dg.MetadataValue.float(round(ties / len(judged), 4)) if judged else dg.MetadataValue.null()
+    return figures
