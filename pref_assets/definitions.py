@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pref_assets.defs.batches import batch_sensors
 from pref_assets.defs.io_manager import ParquetIOManager
 from pref_assets.defs.jobs import JOB_NAME, REVIEW_JOB_NAME, build_jobs, config_file, config_identity, config_tags
 from pref_assets.defs.partitions import build_partitions
@@ -51,7 +52,7 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition = dg.i
     return dg.Definitions(
         assets=assets,
         jobs=build_jobs(assets, config_tags(identity)),
-        sensors=_sensors(settings, partitions),
+        sensors=[*_sensors(settings, partitions), *batch_sensors(settings, JOB_NAME, assets)],
         schedules=[
             build_next_batches_schedule(
                 JOB_NAME,

@@ -98,6 +98,16 @@ class EndpointSettings(_ResourceSettings):
         description="the longest response body read from this endpoint, in bytes (default 8 MiB); a longer answer "
         "is not read further, not stored and not retried: its row fails as response_too_large",
     )
+    mode: Literal["online", "batch"] = Field("online", description="batch: calls go through the Batch API")
+    completion_window: str = Field("24h", description="batch mode: the completion_window of each batch job")
+    batch_discount: float = Field(0.5, gt=0, le=1, description="batch price as a fraction of the online price")
+    batch_poll_interval_s: int = Field(60, ge=1, description="batch mode: how often the llm_batches sensor polls")
+    batch_max_attempts: int = Field(3, ge=1, description="batch mode: submissions of one request at most")
+    batch_fallback: Literal["none", "online"] = Field(
+        "none", description="batch mode: a request still failing after batch_max_attempts is sent online"
+    )
+    batch_max_requests_per_file: int = Field(50_000, ge=1, description="batch mode: requests per input file")
+    batch_max_bytes_per_file: int = Field(200 * 1024 * 1024, ge=1024, description="batch mode: bytes per input file")
 
     @model_validator(mode="after")
     def _check_base_url(self) -> EndpointSettings:
@@ -148,6 +158,17 @@ class ModelSettings(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     price_input_per_million: float = Field(0.0, ge=0, description="USD per million prompt tokens")
     price_output_per_million: float = Field(0.0, ge=0, description="USD per million completion tokens")
+    batch_price_input_per_million: float | None = Field(None, ge=0, description="batch mode (default: discounted)")
+    batch_price_output_per_million: float | None = Field(None, ge=0, description="batch mode (default: discounted)")
+
+    def batch_prices(self, discount: float) -> tuple[float, float]:
+        """Return USD per million (input, output) tokens in batch mode: the batch prices, else ``discount`` times
+        the online ones."""
+        price_in, price_out = self.batch_price_input_per_million, self.batch_price_output_per_million
+        return (
+            self.price_input_per_million * discount if price_in is None else price_in,
+            self.price_output_per_million * discount if price_out is None else price_out,
+        )
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Return what these tokens cost at this model's prices."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import itertools
 import json
@@ -29,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from pref_assets.testing.fake_batches import BatchKnobs, FakeBatches
 
 if TYPE_CHECKING:
     import httpx
@@ -68,6 +71,7 @@ class FakeConfig:
     echo_headers: bool = False
     planted_verdict: bool = False
     rate_limit_headers: bool = True
+    batch: str = ""
 
     def __post_init__(self) -> None:
         for name in ("fail_5xx", "fail_timeout", "malformed", "truncated", "latency_jitter", "poison"):
@@ -684,12 +688,16 @@ class FakeOpenAI:
             ("GET", "/_stats"): self.stats_route,
             ("POST", "/_reset"): self.reset_route,
         }
+        no_faults = Faults(timeout=False, server_error=None, malformed=False, truncated=False, latency=0.0)
+        answer = functools.partial(completion, faults=no_faults, number=0)
+        self.batches = FakeBatches(BatchKnobs.from_json(config.batch), answer, self.authorized)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one HTTP request."""
         if scope["type"] != "http":
             return
-        handler = self.routes.get((scope["method"], scope["path"].rstrip("/")))
+        path = scope["path"].rstrip("/")
+        handler = self.routes.get((scope["method"], path)) or self.batches.route(scope["method"], path)
         if handler is None:
             message = f"no route {scope['method']} {scope['path']}"
             await send_reply(send, error_reply(404, message, "not_found"))
@@ -891,6 +899,7 @@ _FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "echo_headers": (_truthy, "answers and error messages repeat the request headers, Authorization included"),
     "planted_verdict": (_truthy, "answers carry a forged verdict for the judge; the judge ties, then quotes it"),
     "rate_limit_headers": (_truthy, "a 429 of --rpm carries Retry-After and x-ratelimit-* (false: a bare 429)"),
+    "batch": (str, "Batch API knobs as a JSON object (fake_batches.BatchKnobs), e.g. '{\"in_progress_s\": 5}'"),
 }
 
 

@@ -9,7 +9,7 @@ answers back, and ``materialize`` stores each batch as its own file with its own
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from pref_assets.core.calls import Call
 from pref_assets.core.ids import row_id
 from pref_assets.core.rows import PromptRow
 from pref_assets.defs import schemas
+from pref_assets.defs.batches import call_through_batches, waits_for_batches
 from pref_assets.defs.checks import batch_evaluation, held_back, ledger_spec
 from pref_assets.defs.io_manager import FRAME
 from pref_assets.defs.metadata import preview, status_metadata
@@ -70,7 +71,13 @@ class Stage:
             options["automation_condition"] = FOLLOW_UPSTREAM
         if calls_llm:
             options |= {"pool": LLM_POOL, "retry_policy": LLM_RETRY}
+        if calls_llm and any(e.mode == "batch" for e in self.settings.endpoints):
+            options["output_required"] = False  # a step waiting for batch jobs yields nothing
         return options
+
+    def waits_for_batches(self, fn: Callable[..., StepEvents]) -> Callable[..., StepEvents]:
+        """Wrap an LLM asset's body for batch mode (see ``defs.batches``); unchanged when no endpoint uses it."""
+        return waits_for_batches(self.settings, fn)
 
     def ledger(self, stage: str) -> dg.AssetCheckSpec:
         """Return the blocking ledger check of ``stage``."""
@@ -147,6 +154,8 @@ def call_llm(
 ) -> list[ChatResult]:
     """Send ``calls`` through the shared request loop; a parked endpoint or a bad configuration fails the step."""
     try:
+        if any(e.mode == "batch" for e in llm.endpoints):
+            return call_through_batches(context, llm, budget, calls)
         return run_calls(calls, llm.client, budget=budget, log=context.log.info)
     except (EndpointParkedError, EndpointConfigError) as err:
         # A step retry would meet the same open breaker or configuration; the user reruns once it is mended.

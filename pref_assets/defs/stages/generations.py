@@ -41,6 +41,7 @@ def build_generations(stage: Stage) -> dg.AssetsDefinition:
     @dg.asset(description="Each generator's answers to each prompt, with tokens, latency, errors and principles.",
               code_version=f"{CODE_VERSION}-{PRINCIPLES_VERSION[:12]}", check_specs=checks,
               **stage.options(GenerationRow, calls_llm=True))  # fmt: skip
+    @stage.waits_for_batches
     def generations_by_model(
         context: dg.AssetExecutionContext, llm: LLMResource, prompts: dict[str, pl.DataFrame]
     ) -> StepEvents:

@@ -43,6 +43,7 @@ def build_ratings(stage: Stage) -> dg.AssetsDefinition:
     @dg.asset(description=f"Ratings per answer by {' + '.join(names)} ({', '.join(aspects)}), raw judge text kept.",
               code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=checks,
               **stage.options(RatingRow, calls_llm=True))  # fmt: skip
+    @stage.waits_for_batches
     def ratings(
         context: dg.AssetExecutionContext, llm: LLMResource, grouped: dict[str, pl.DataFrame]
     ) -> StepEvents:
