@@ -326,6 +326,52 @@ class PublishSettings(_Strict):
     language: list[str] = Field(default_factory=lambda: ["en"], description="the card's languages (ISO 639-1)")
 
 
+class DedupeSettings(_Strict):
+    """Near-duplicate prompts across the whole source: a prompt whose word ``shingle_words``-grams are at least
+    ``near_duplicate_threshold`` alike (Jaccard, estimated by MinHash over ``num_perm`` hashes) to an earlier kept
+    prompt's is failed ``near_duplicate``. ``near_duplicates: false`` turns it off."""
+
+    near_duplicates: bool = True
+    near_duplicate_threshold: float = Field(0.85, gt=0, le=1)
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash hash functions (more: finer estimates)")
+    shingle_words: int = Field(3, ge=1, le=16, description="words per shingle")
+
+
+class BenchmarkSettings(_Strict):
+    """A benchmark's prompts that training prompts must not overlap: files (JSONL, JSON, Parquet, CSV) or a Hub
+    dataset, the text in ``columns``. A prompt sharing a run of ``ngram_words`` normalized words with one of them
+    (and with at least ``min_overlap`` of its words inside such shared runs), or equal to one, is contaminated."""
+
+    name: str = Field(min_length=1, max_length=100)
+    kind: Literal["files", "hub"] = "files"
+    paths: list[str] = Field(default_factory=list)
+    repo_id: str | None = None
+    config: str | None = None
+    split: str = "test"
+    revision: str | None = None
+    columns: list[str] = Field(default_factory=lambda: ["prompt"], min_length=1)
+    ngram_words: int = Field(8, ge=2, le=64)
+    min_overlap: float = Field(0.0, ge=0, le=1, description="share of the prompt's words in shared runs; 0: any run")
+    limit: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> BenchmarkSettings:
+        if self.kind == "files" and not self.paths:
+            raise ValueError(f"decontaminate {self.name!r}: kind 'files' needs paths")
+        if self.kind == "hub" and not self.repo_id:
+            raise ValueError(f"decontaminate {self.name!r}: kind 'hub' needs repo_id")
+        return self
+
+
+class CalibrationSettings(_Strict):
+    """``judge_calibration``: the labelled pairs (prompt, better, worse) the judges are measured on (``path``, or the
+    shipped set), and the accuracy below which its check warns."""
+
+    path: str | None = None
+    min_accuracy: float = Field(0.75, ge=0, le=1)
+    limit: int | None = Field(None, ge=1, description="use only the first pairs of the set")
+
+
 def _default_endpoints() -> list[EndpointSettings]:
     return [EndpointSettings(name=EMBEDDED, base_url=EMBEDDED, max_concurrency=2)]
 
@@ -380,6 +426,9 @@ class Settings(_Strict):
     )
     argilla: ArgillaSettings = Field(default_factory=ArgillaSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
+    decontaminate: list[BenchmarkSettings] = Field(default_factory=list)
+    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
     owners: list[str] = Field(
         default_factory=lambda: ["team:pref-assets"], description="every asset's owners: e-mail addresses or team:NAME"
     )

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
 from pref_assets.core.secrets import Secrets
-from pref_assets.settings import SourceSettings
+from pref_assets.settings import DedupeSettings, SourceSettings
 from pref_assets.sources.dupkeys import duplicate_keys
 from pref_assets.sources.index import RowIndex, Scan, stored_index, version_digest
+from pref_assets.sources.neardup import CHUNK, Chunk, known_repeats, near_version, stored_near
 
 _CHUNK = 20_000
 
@@ -65,10 +67,11 @@ def read_hub(source: SourceSettings) -> list[RawRow]:
 
 
 def read_hub_rows(
-    source: SourceSettings, start: int, stop: int, index_dir: Path | None
-) -> tuple[list[RawRow], RowIndex]:
-    """Return rows [start, stop) of ``source.repo_id`` / ``source.split`` (within ``source.limit``) and the split's
-    row index. Only these rows become Python values; the index is built once per dataset version."""
+    source: SourceSettings, start: int, stop: int, index_dir: Path | None, dedupe: DedupeSettings | None = None
+) -> tuple[list[RawRow], RowIndex, RowIndex | None]:
+    """Return rows [start, stop) of ``source.repo_id`` / ``source.split`` (within ``source.limit``), the split's
+    row index and, with ``dedupe``, its near-duplicate index. Only these rows become Python values; the indexes
+    are built once per dataset version."""
     if not source.repo_id:
         raise PromptSourceError("source.kind is 'hub' but source.repo_id is not set")
     dataset = _load(source, _offline_requested() or not hub_reachable())
@@ -80,7 +83,24 @@ def read_hub_rows(
     version = version_digest(fingerprint, total, sorted(source.columns.items()), source.max_prompt_chars)
     index = stored_index(index_dir if fingerprint else None, name, version, lambda: _scan(dataset, total, source))
     part = dataset.select(range(start, max(start, min(stop, total))))
-    return [RawRow(f"{where}:row {start + i + 1}", row) for i, row in enumerate(part)], index
+    rows = [RawRow(f"{where}:row {start + i + 1}", row) for i, row in enumerate(part)]
+    near = None
+    if dedupe is not None:
+
+        def chunks() -> Iterator[Chunk]:
+            return _near_chunks(dataset, total, index, where)
+
+        near_dir = index_dir if fingerprint else None
+        near = stored_near(near_dir, f"near-{name}", near_version(dedupe, version), chunks, source.columns,
+                           source.max_prompt_chars, dedupe)  # fmt: skip
+    return rows, index, near
+
+
+def _near_chunks(dataset, total: int, index: RowIndex, where: str) -> Iterator[Chunk]:  # noqa: ANN001 - datasets
+    for lo in range(0, total, CHUNK):
+        hi = min(lo + CHUNK, total)
+        rows = [RawRow(f"{where}:row {lo + i + 1}", row) for i, row in enumerate(dataset.select(range(lo, hi)))]
+        yield rows, known_repeats(index, lo, hi)
 
 
 def _scan(dataset, total: int, source: SourceSettings) -> Scan:  # noqa: ANN001 - datasets.Dataset, imported lazily
@@ -107,13 +127,19 @@ def hub_secrets(*tokens: str | None) -> Secrets:
     return Secrets.of(get_token(), *tokens)
 
 
+def load_hub_dataset(source: SourceSettings, config: str | None = None):  # noqa: ANN201 - datasets.Dataset
+    """Return the split ``source`` names (of dataset configuration ``config``), offline when the Hub is out of reach."""
+    return _load(source, _offline_requested() or not hub_reachable(), config)
+
+
 def _offline_requested() -> bool:
     return any(os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"}
                for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))  # fmt: skip
 
 
-def _load(source: SourceSettings, offline: bool):  # noqa: ANN202 - datasets.Dataset, imported lazily (about 2 s)
-    """Load from the Hub, or offline from the local cache only (no retries against an absent network)."""
+def _load(source: SourceSettings, offline: bool, config: str | None = None):  # noqa: ANN202 - datasets.Dataset, imported lazily (about 2 s)
+    """Load from the Hub (configuration ``config`` of the dataset, if given), or offline from the local cache only
+    (no retries against an absent network)."""
     import datasets
     import huggingface_hub.constants as hub_constants
 
@@ -121,7 +147,7 @@ def _load(source: SourceSettings, offline: bool):  # noqa: ANN202 - datasets.Dat
     if offline:
         hub_constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
     try:
-        return datasets.load_dataset(source.repo_id, split=source.split, revision=source.revision)
+        return datasets.load_dataset(source.repo_id, config, split=source.split, revision=source.revision)
     except (ConnectionError, OSError, ValueError) as err:
         state = "the Hub is unreachable and there is no cached copy" if offline else "the Hub refused"
         # A Hub (or HF_ENDPOINT mirror) that echoes the request headers puts the token in its error: masked

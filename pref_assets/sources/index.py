@@ -91,13 +91,19 @@ def stored_index(index_dir: Path | None, name: str, version: str, build: Callabl
     A build that raises stores nothing; without ``index_dir`` (or when it cannot be written) the index is built
     in memory only.
     """
+    return stored_table(index_dir, name, version, lambda: _index(build()))
+
+
+def stored_table(index_dir: Path | None, name: str, version: str, build: Callable[[], RowIndex]) -> RowIndex:
+    """Return the stored table ``name``/``version`` (any columns, one row per source row), building and storing it
+    when absent, as ``stored_index`` does for row indexes."""
     target = None if index_dir is None else index_dir / f"{name}-{version}.arrow"
     if target is not None and target.is_file():
         try:
             return _read(target)
         except (OSError, pa.ArrowInvalid) as err:  # a torn or foreign file: built again below
             log.warning("index %s unreadable (%s); rebuilding it", target, err)
-    index = _index(build())
+    index = build()
     if target is not None:
         _store(index, target, name)
     return index
