@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pref_assets.core.cost import cost_usd
 from pref_assets.core.principles import builtin_text
@@ -432,6 +432,14 @@ class Settings(_Strict):
     owners: list[str] = Field(
         default_factory=lambda: ["team:pref-assets"], description="every asset's owners: e-mail addresses or team:NAME"
     )
+
+    @field_validator("generators", mode="before")
+    @classmethod
+    def _as_generators(cls, value: Any) -> Any:
+        """Read a plain ``ModelSettings`` as a generator with the defaults (one answer, no system prompt)."""
+        if not isinstance(value, list):
+            return value
+        return [v.model_dump() if type(v) is ModelSettings else v for v in value]
 
     @model_validator(mode="before")
     @classmethod

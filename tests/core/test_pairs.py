@@ -143,3 +143,27 @@ def test_random_lower_respects_the_margin() -> None:
 def test_unknown_rejected_policy_is_an_error() -> None:
     with pytest.raises(ValueError, match="rejected policy"):
         select_pair([5.0, 1.0], rejected="median")
+
+
+def test_a_pair_among_several_candidates_names_them_their_principles_and_the_agreeing_judges() -> None:
+    row = RatingRow(
+        prompt_id="p", instruction="Q", generation_models=["a", "a", "b", "b"],
+        candidate_ids=["r/a/0", "r/a/1", "r/b/0", "r/b/1"],
+        generation_principles=["honesty", "brevity", None, "honesty"],
+        generations=["A0", "A1", "B0", "B1"], judges=["j1", "j2"],
+        judge_scores=[[3, 5, 2, 1], [3, 4, 4, 2]], scores=[3, 4.5, 3, 1.5],
+    )  # fmt: skip
+    pair = pair_row(row)
+    assert (pair.chosen_model, pair.rejected_model) == ("a", "b")
+    assert (pair.chosen_candidate_id, pair.rejected_candidate_id) == ("r/a/1", "r/b/1")
+    assert (pair.chosen_principle, pair.rejected_principle) == ("brevity", "honesty")
+    assert pair.agreeing_judges == ["j1", "j2"]
+    split = pair_row(replace(row, judge_scores=[[3, 5, 2, 1], [3, 1, 4, 2]]))
+    assert split.agreeing_judges == ["j1"]
+
+
+def test_a_row_stored_before_candidates_pairs_without_candidate_ids() -> None:
+    row = RatingRow(prompt_id="p", instruction="Q", generation_models=["a", "b"], generations=["A", "B"],
+                    scores=[5, 1])  # fmt: skip
+    pair = pair_row(row)
+    assert pair.ok and pair.chosen_candidate_id is None and pair.agreeing_judges == []

@@ -359,3 +359,88 @@ def test_stored_judge_text_and_rationales_are_bounded() -> None:
     [failed] = q.judgements
     assert q.status == "failed" and failed.raw_text.startswith("[[[[")
     assert len(failed.raw_text.encode()) <= 20_000 and "100,000 characters" in failed.raw_text
+
+
+def test_split_shown_repeats_the_first_answer_in_every_later_part() -> None:
+    from pref_assets.core.rating import split_shown
+
+    assert split_shown([4, 0, 1, 2, 3, 5, 6], 3) == [(4, 0, 1), (4, 2, 3), (4, 5, 6)]
+    assert split_shown([2, 0, 1, 3], 3) == [(2, 0, 1), (2, 3)]
+    assert split_shown([1, 0], 2) == [(1, 0)]
+
+
+def test_answers_over_the_per_call_limit_are_judged_in_parts_sharing_an_anchor() -> None:
+    answers = ["good", "bad", "meh", "good", "bad", "meh", "good"]
+    rows = [_row(f"p{i}", answers) for i in range(5)]
+    judge = _judge(max_answers_per_call=3)
+    tasks = plan_tasks(rows, judge)
+    for pid in {t.prompt_id for t in tasks}:
+        parts = [t for t in tasks if t.prompt_id == pid]
+        assert [t.part for t in parts] == [0, 1, 2] and all(len(t.shown) <= 3 for t in parts)
+        assert set.intersection(*(set(t.shown) for t in parts)) == {parts[0].shown[0]}, "one anchor in every part"
+        assert set().union(*(t.shown for t in parts)) == set(range(7))
+    assert any(t.shown[0] != parts[0].shown[0] for t in tasks if t.part), "the anchor is not always shown first"
+    for out in rating_rows(rows, judge_all(tasks, _answer_by_content, 0), judge):
+        assert out.scores == [5.0, 1.0, 3.0, 5.0, 1.0, 3.0, 5.0]
+        assert sorted(j.part for j in out.judgements) == [0, 1, 2]
+
+
+def _by_judge(**rate: Any) -> Any:
+    """Answer each call by its judge (the call's model): a rating for every shown answer, or unreadable text."""
+
+    def run(calls: Sequence[Call]) -> list[FakeResult]:
+        out = []
+        for call in calls:
+            how = rate[call.model]
+            shown = _shown(call)
+            out.append(FakeResult("no verdict here" if how is None else _verdict_json([how(s) for s in shown])))
+        return out
+
+    return run
+
+
+def test_an_answers_score_is_the_mean_over_judges_of_each_judges_mean() -> None:
+    rows = [_row("p", ["good", "bad", "meh"])]
+    panel = [_judge(name="a", model="ma", aspects=("helpfulness", "honesty")), _judge(name="b", model="mb")]
+    run = _by_judge(ma=lambda s: {"good": 5, "bad": 1}.get(s, 3), mb=lambda s: 3)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, panel), run), panel)
+    assert out.ok and out.judges == ["a", "b"] and out.judge_failures == []
+    assert out.judge_scores == [[5.0, 1.0, 3.0], [3.0, 3.0, 3.0]]
+    assert out.scores == [4.0, 2.0, 3.0]
+    assert out.judge_model == "a + b"
+    assert pair_row(out).agreeing_judges == ["a"]
+
+
+def test_a_failed_judge_leaves_the_row_to_the_others_unless_too_few_remain() -> None:
+    rows = [_row("p", ["good", "bad"])]
+    panel = [_judge(name="a", model="ma", max_reasks=0), _judge(name="b", model="mb", max_reasks=2)]
+    calls: list[str] = []
+
+    def run(batch: Sequence[Call]) -> list[FakeResult]:
+        calls.extend(c.model for c in batch)
+        return _by_judge(ma=None, mb=lambda s: {"good": 4}.get(s, 2))(batch)
+
+    outcomes = judge_all(plan_tasks(rows, panel), run)
+    assert calls.count("ma") == 1 and calls.count("mb") == 1, "each judge's own re-ask budget"
+    [kept] = rating_rows(rows, outcomes, panel, min_judges=1)
+    assert kept.ok and kept.judges == ["b"] and kept.scores == [4.0, 2.0]
+    assert len(kept.judge_failures) == 1 and kept.judge_failures[0].startswith("a: judge_unparseable: [a overall")
+    [lost] = rating_rows(rows, outcomes, panel, min_judges=2)
+    assert lost.status == "failed" and lost.failed_stage == "ratings"
+    assert lost.reason.startswith("judge_unparseable: [a overall-rating]") and lost.scores == [None, None]
+    assert lost.judge_failures == kept.judge_failures
+
+
+def test_a_judge_with_one_unread_part_does_not_count_for_the_row() -> None:
+    rows = [_row("p", ["good", "bad", "meh", "good"])]
+    panel = [_judge(name="a", model="ma", max_answers_per_call=2), _judge(name="b", model="mb")]
+    def run(batch: Sequence[Call]) -> list[FakeResult]:
+        out = []
+        for call in batch:
+            unread = call.model == "ma" and "meh" in _shown(call)
+            out.append(FakeResult("?" if unread else _verdict_json([3 for _ in _shown(call)])))
+        return out
+
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, panel), run, 0), panel)
+    assert out.ok and out.judges == ["b"], "a judge's ratings must cover every answer to count"
+    assert out.judge_failures[0].startswith("a: judge_unparseable")
