@@ -124,6 +124,8 @@ class _Progress:
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
+        if not self.done:
+            return f"0/{self.total} calls done, waiting {elapsed:.0f} s for the first answer"
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         return f"{self.done}/{self.total} calls done, {rate:.2f}/s, ETA {eta:.0f} s"

@@ -6,6 +6,9 @@ only other values, and they come from ``dg.EnvVar``, so they are never in run co
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
+
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
@@ -105,6 +108,17 @@ class LLMResource(dg.ConfigurableResource):
                 )
             return StoreSpec("redis", url, limits.lease_ttl_s)
         return None
+
+    def prepare(self, names: Iterable[str], log: Callable[[str], None]) -> None:
+        """Start the embedded model server when one of endpoints ``names`` is embedded and it is not running yet,
+        logging that it starts and how long it took to answer."""
+        embedded = [self.endpoint(n) for n in names if self.endpoint(n).base_url == EMBEDDED]
+        if not embedded or self._server is not None:
+            return
+        log("starting the embedded model (llama.cpp server with SmolLM2-135M-Instruct)")
+        started = time.monotonic()
+        self._base_url(embedded[0])
+        log(f"embedded model ready in {time.monotonic() - started:.1f} s")
 
     def _base_url(self, endpoint: EndpointSettings) -> str:
         if endpoint.base_url != EMBEDDED:

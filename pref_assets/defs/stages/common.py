@@ -156,6 +156,7 @@ def call_llm(
     try:
         if any(e.mode == "batch" for e in llm.endpoints):
             return call_through_batches(context, llm, budget, calls)
+        llm.prepare({call.endpoint for call in calls}, context.log.info)
         return run_calls(calls, llm.client, budget=budget, log=context.log.info)
     except (EndpointParkedError, EndpointConfigError) as err:
         # A step retry would meet the same open breaker or configuration; the user reruns once it is mended.
