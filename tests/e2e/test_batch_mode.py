@@ -1,0 +1,157 @@
+"""Batch mode against the fake server's Batch API, in one process: the step submits and yields nothing, the
+``llm_batches`` sensor collects and requests the next runs, and the pairs equal those of the online path."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from pref_assets.clients.batch_store import JobStore
+from pref_assets.definitions import JOB_NAME, build_definitions
+from pref_assets.defs.batches import SENSOR_NAME, store_path
+from pref_assets.settings import EndpointSettings, JudgeSettings, ModelSettings, Settings, SourceSettings
+from pref_assets.testing.fake_openai import FakeServer, run_fake_openai
+
+N = 12
+PARTITION = "batch-00000"
+FAST = {"validating_s": 0.1, "in_progress_s": 0.3, "finalizing_s": 0.1}
+
+
+def batch_settings(
+    base_url: str, store: Path, *, mode: str = "batch", max_failure_rate: float = 0.5, **endpoint: Any
+) -> Settings:
+    """Return settings of a two-generator, one-judge pipeline on one endpoint of the fake server."""
+    return Settings(
+        storage_dir=str(store),
+        max_failure_rate=max_failure_rate,
+        batch_size=N,
+        source=SourceSettings(limit=N),
+        endpoints=[EndpointSettings(name="fake", base_url=base_url, structured_output="json_schema", mode=mode,
+                                    batch_poll_interval_s=1, **endpoint)],  # fmt: skip
+        generators=[
+            ModelSettings(name="a", endpoint="fake", model="model-a", params={"temperature": 0.2},
+                          price_input_per_million=2.0, price_output_per_million=8.0),
+            ModelSettings(name="b", endpoint="fake", model="model-b", params={"temperature": 0.9},
+                          price_input_per_million=2.0, price_output_per_million=8.0),
+        ],  # fmt: skip
+        judge=JudgeSettings(name="judge", endpoint="fake", model="judge", max_reasks=0,
+                            price_input_per_million=2.0, price_output_per_million=8.0),  # fmt: skip
+    )
+
+
+def run_through_sensor(settings: Settings, instance: dg.DagsterInstance, *, timeout: float = 90.0) -> list[str]:
+    """Run the job for one batch, then evaluate the sensor and run what it requests until nothing waits; return
+    the asset keys of each requested run."""
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(JOB_NAME)
+    assert job.execute_in_process(partition_key=PARTITION, instance=instance).success
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    requested: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resources = {"llm": defs.resources["llm"]}
+        with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+            result = sensor(context)
+        runs = result.run_requests if isinstance(result, dg.SensorResult) else []
+        for request in runs or []:
+            requested.append(",".join(k.to_user_string() for k in request.asset_selection))
+            assert job.execute_in_process(partition_key=request.partition_key, instance=instance,
+                                          asset_selection=request.asset_selection).success  # fmt: skip
+        if (Path(settings.storage_dir) / "dpo_pairs" / f"{PARTITION}.parquet").is_file():
+            return requested
+        time.sleep(0.5)
+    raise AssertionError(f"the pairs never came; runs requested: {requested}")
+
+
+def online_pairs(server: FakeServer, store: Path) -> pl.DataFrame:
+    settings = batch_settings(server.base_url, store, mode="online")
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    assert job.execute_in_process(partition_key=PARTITION, instance=dg.DagsterInstance.ephemeral()).success
+    return pl.read_parquet(store / "dpo_pairs" / f"{PARTITION}.parquet")
+
+
+def batch_counters(server: FakeServer) -> dict[str, Any]:
+    return dict(server.client.get(f"{server.root_url}/_batches").json())
+
+
+PAIR_COLUMNS = ["prompt_id", "chosen", "rejected", "chosen_model", "rejected_model", "status", "reason"]
+
+
+def test_generations_then_judge_then_pairs_through_the_sensor_equal_the_online_pairs(tmp_path: Path) -> None:
+    with run_fake_openai(seed=5, batch=json.dumps(FAST)) as server:
+        expected = online_pairs(server, tmp_path / "online")
+        server.reset()
+        settings = batch_settings(server.base_url, tmp_path / "batch")
+        instance = dg.DagsterInstance.ephemeral()
+        requested = run_through_sensor(settings, instance)
+        assert server.stats()["requests"] == 0  # nothing went online
+        counters = batch_counters(server)
+    assert counters["batches"] == 2 and counters["lines"] == 3 * N and counters["repeated_after_success"] == 0
+    first, second = (set(r.split(",")) for r in requested)
+    assert {"generations_by_model", "grouped", "ratings", "dpo_pairs"} <= first
+    assert "ratings" in second and "generations_by_model" not in second
+    got = pl.read_parquet(tmp_path / "batch" / "dpo_pairs" / f"{PARTITION}.parquet")
+    assert got.select(PAIR_COLUMNS).sort("prompt_id").equals(expected.select(PAIR_COLUMNS).sort("prompt_id"))
+    assert got.filter(pl.col("status") == "ok").height > 0
+    store = JobStore(store_path(settings.cache_path()))
+    jobs = store.jobs()
+    store.close()
+    assert [j.state for j in jobs] == ["collected", "collected"]
+    tokens = sum(j.prompt_tokens * 1.0 + j.completion_tokens * 4.0 for j in jobs) / 1e6  # half of 2 and 8 USD
+    assert sum(j.cost_usd for j in jobs) == pytest.approx(tokens)
+    gens = instance.get_latest_materialization_event(dg.AssetKey("generations_by_model"))
+    assert gens is not None and gens.asset_materialization is not None
+    metadata = gens.asset_materialization.metadata
+    assert metadata["batch_completed"].value == 2 * N and metadata["batch_cost_usd"].value > 0
+
+
+def test_failed_lines_are_resubmitted_and_a_line_out_of_attempts_fails_with_the_provider_error(
+    tmp_path: Path,
+) -> None:
+    knobs = FAST | {"error_fraction": 0.4}
+    with run_fake_openai(seed=5, batch=json.dumps(knobs)) as server:
+        settings = batch_settings(server.base_url, tmp_path / "retry", batch_max_attempts=2)
+        run_through_sensor(settings, dg.DagsterInstance.ephemeral())
+        counters = batch_counters(server)
+    # the fake fails a body once: every failed line was answered on its second attempt
+    assert counters["batches"] > 2 and counters["repeated_after_success"] == 0
+    gens = pl.read_parquet(tmp_path / "retry" / "generations_by_model" / f"{PARTITION}.parquet")
+    assert gens.height == 2 * N and (gens["status"] == "ok").all()
+
+    with run_fake_openai(seed=5, batch=json.dumps(knobs)) as server:
+        settings = batch_settings(server.base_url, tmp_path / "final", batch_max_attempts=1, max_failure_rate=0.9)
+        run_through_sensor(settings, dg.DagsterInstance.ephemeral())
+    gens = pl.read_parquet(tmp_path / "final" / "generations_by_model" / f"{PARTITION}.parquet")
+    failed = gens.filter(pl.col("status") == "failed")
+    assert gens.height == 2 * N and failed.height > 0
+    assert failed["reason"].str.contains("batch_failed: batch: HTTP 500: the fake server failed this line").all()
+
+
+def test_an_expired_job_resubmits_only_the_lines_it_did_not_finish(tmp_path: Path) -> None:
+    knobs = FAST | {"expire_first": 1, "expire_done_fraction": 0.5}
+    with run_fake_openai(seed=5, batch=json.dumps(knobs)) as server:
+        settings = batch_settings(server.base_url, tmp_path)
+        run_through_sensor(settings, dg.DagsterInstance.ephemeral())
+        counters = batch_counters(server)
+    store = JobStore(store_path(settings.cache_path()))
+    first, second, *_ = store.jobs()
+    store.close()
+    assert first.status == "expired" and first.completed == N and first.expired == N
+    assert second.attempt == 2 and second.total == N  # only the half that expired
+    assert counters["repeated_after_success"] == 0 and counters["lines"] == 2 * N + N + N
+
+
+def test_online_and_batch_share_the_cache(tmp_path: Path) -> None:
+    """Answers paid online are not sent again in batch mode."""
+    with run_fake_openai(seed=5, batch=json.dumps(FAST)) as server:
+        online_pairs(server, tmp_path)
+        settings = batch_settings(server.base_url, tmp_path)
+        job = build_definitions(settings).resolve_job_def(JOB_NAME)
+        assert job.execute_in_process(partition_key=PARTITION, instance=dg.DagsterInstance.ephemeral()).success
+        assert batch_counters(server)["batches"] == 0
