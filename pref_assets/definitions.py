@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from pref_assets.defs.batches import batch_sensors
+from pref_assets.defs.calibration import build_calibration_asset
 from pref_assets.defs.io_manager import ParquetIOManager
 from pref_assets.defs.jobs import JOB_NAME, REVIEW_JOB_NAME, build_jobs, config_file, config_identity, config_tags
 from pref_assets.defs.partitions import build_partitions
@@ -37,6 +38,7 @@ KINDS = {
     "human_feedback": {"polars", "argilla"},
     "preference_pairs": {"polars"},
     "preference_dataset": {"polars", "huggingface"},
+    "judge_calibration": {"polars", "openai-compatible"},
 }
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,8 +51,9 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition = dg.i
     chain = [*build_assets(settings, partitions), *build_review_assets(settings, partitions),
              build_publish_asset(settings, partitions)]  # fmt: skip
     assets = described(chain, settings, identity)
+    calibration = described([build_calibration_asset(settings)], settings, identity)  # not in the batch jobs
     return dg.Definitions(
-        assets=assets,
+        assets=[*assets, *calibration],
         jobs=build_jobs(assets, config_tags(identity)),
         sensors=[*_sensors(settings, partitions), *batch_sensors(settings, JOB_NAME, assets)],
         schedules=[
