@@ -130,3 +130,6 @@ def test_candidates_principles_and_panel_account_for_every_prompt(tmp_path: Path
     assert panel["judge_failures_by_judge"]["judge-one"] == len(failed_judge)
     assert panel["parts_anchor_comparisons"] > 0
     assert [j["max_answers_per_call"] for j in panel["judge_options"]] == [3, 8]
+    backed = _metadata(instance, "dpo_pairs")
+    assert sum(backed["pairs_by_agreeing_judges"].values()) == len(pairs)
+    assert sum(backed["chosen_by_principle"].values()) == len(pairs)

@@ -1,5 +1,9 @@
 """`dpo_pairs`: the chosen and rejected answer of each rated prompt."""
 
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
 import dagster as dg
 import polars as pl
 
@@ -44,9 +48,21 @@ def build_pairs(stage: Stage) -> dg.AssetsDefinition:
                 ledger_result(STAGE, inputs["ratings"], out, max_rate, batch_rows(context, batch)),
                 rate_result(TIES, report["ties"], report["judged"], quality.max_tie_rate),
             ]
-            return result(out, cols, checks, **report_metadata(report))
+            return result(out, cols, checks, **report_metadata(report | panel_pair_report(rows)))
 
         batches = batch_inputs(context, ratings=ratings)
         yield from materialize(context, {batch: output(batch, inputs) for batch, inputs in batches.items()})
 
     return dpo_pairs
+
+
+def panel_pair_report(rows: Sequence[PairRow]) -> dict[str, Any]:
+    """Return how many pairs each number of agreeing judges backs, and the principles of chosen and rejected
+    answers (empty without principles)."""
+    pairs = [r for r in rows if r.ok]
+    agreeing = Counter(str(len(r.agreeing_judges or ())) for r in pairs)
+    report: dict[str, Any] = {"pairs_by_agreeing_judges": dict(sorted(agreeing.items()))}
+    if any(r.chosen_principle or r.rejected_principle for r in pairs):
+        report["chosen_by_principle"] = dict(Counter(str(r.chosen_principle) for r in pairs).most_common())
+        report["rejected_by_principle"] = dict(Counter(str(r.rejected_principle) for r in pairs).most_common())
+    return report
