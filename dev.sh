@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Set-up and everyday commands. Each one installs what it needs first (idempotent, fast when done).
-#   ./dev.sh run [BATCH]   install, run every asset for one batch on the embedded default, print the pairs' path
+#   ./dev.sh run [BATCH]   install, run preference_job (every asset) for one batch, print the pairs' path
 #   ./dev.sh test [ARGS]   install (with the test servers), run the whole test suite
-#   ./dev.sh ui            open the Dagster UI (webserver + daemon) on http://127.0.0.1:3000
-#   ./dev.sh argilla       install and start a local Argilla on http://127.0.0.1:6900 (key argilla.apikey)
+#   ./dev.sh ui [PORT]     open the Dagster UI (webserver + daemon) on http://127.0.0.1:PORT (default 3000)
+#   ./dev.sh argilla [PORT] install and start a local Argilla on http://127.0.0.1:PORT (default 6900)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -16,8 +16,28 @@ export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT}"
 install() {
   command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
   [ -x "$PY" ] || uv venv --quiet --python 3.11 "$VENV"
-  uv pip install --quiet --python "$PY" -e ".[local,dev]"
+  if "$PY" -c 'import llama_cpp' >/dev/null 2>&1; then
+    uv pip install --quiet --python "$PY" -e ".[local,dev]"
+  else
+    echo "Installing: Dagster, polars, httpx and the embedded model. llama.cpp is compiled from source once:"
+    echo "about 5 to 13 minutes on 2 cores (later runs skip this). A line every minute says it is still going."
+    with_ticker "compiling llama.cpp" uv pip install --quiet --python "$PY" -e ".[local,dev]"
+    echo "Installed."
+  fi
   compile_bytecode
+}
+
+# Run "$@" while printing "<what>: still going, N min" every minute; return its exit code.
+with_ticker() {
+  local what=$1 start=$SECONDS ticker
+  shift
+  ( while sleep 60; do echo "  $what: still going, $(((SECONDS - start) / 60)) min"; done ) &
+  ticker=$!
+  local code=0
+  "$@" || code=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  return "$code"
 }
 
 compile_bytecode() {
@@ -43,8 +63,8 @@ install_test_extras() {
 case "${1:-}" in
   run)
     install
-    "$VENV/bin/dagster" asset materialize --select '*' --partition "${2:-batch-00000}" -m pref_assets.definitions
-    "$VENV/bin/pref-assets" summary --partition "${2:-batch-00000}"
+    echo "Running preference_job for ${2:-batch-00000} (the embedded model starts first; about 2 to 4 minutes):"
+    exec "$VENV/bin/pref-assets" run --partition "${2:-batch-00000}"
     ;;
   test)
     shift
@@ -55,11 +75,12 @@ case "${1:-}" in
     ;;
   argilla)
     tools/argilla/install.sh
+    echo "Starting Argilla on http://127.0.0.1:${2:-6900} (user argilla, key argilla.apikey): 30 s to 2.5 min."
     exec "$ROOT/.venvs/argilla/bin/python" tools/argilla/serve.py --port "${2:-6900}"
     ;;
   ui)
     install
-    exec "$VENV/bin/dagster" dev -w workspace.yaml
+    exec "$VENV/bin/dagster" dev -w workspace.yaml --port "${2:-3000}"
     ;;
   *)
     sed -n '2,7p' "$0"

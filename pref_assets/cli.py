@@ -267,7 +267,7 @@ def summarize(partition: str) -> str:
     if published.is_file():
         frame = pl.read_parquet(published, columns=["batch"])
         batches = frame["batch"].n_unique()
-        lines.append(f"  {'preference_dataset':<22} {frame.height} pairs from {batches} batches: "
+        lines.append(f"  {'preference_dataset':<22} {frame.height} pairs from {batches} batch{'es' * (batches != 1)}: "
                      f"{published.parent.parent.resolve()}")  # fmt: skip
     else:
         lines.append(f"  {'preference_dataset':<22} not materialized")

@@ -242,7 +242,13 @@ def argilla_env(data_dir: Path, search_url: str, redis_url: str) -> dict[str, st
 def prepare_database(supervisor: Supervisor, python: Path, env: dict[str, str], reindex: bool) -> None:
     argv = [str(python), "-m", "argilla_local_setup", *(["--reindex"] if reindex else [])]
     child = supervisor.start("setup", argv, env)
-    code = child.process.wait()
+    begin = time.monotonic()
+    while True:
+        try:
+            code = child.process.wait(timeout=10)
+            break
+        except subprocess.TimeoutExpired:
+            log(f"still migrating the database ({time.monotonic() - begin:.0f} s)")
     supervisor.children.remove(child)
     if code != 0:
         raise ServeError(f"database setup failed with code {code}\n{tail(child.log_path)}")
@@ -327,10 +333,12 @@ def start_stack(supervisor: Supervisor, args: argparse.Namespace, data_dir: Path
     env = argilla_env(data_dir, search_url, redis_url)
     port = args.port or free_port()
     server = launch_argilla(supervisor, python, env, port)
+    log("migrating the database and starting argilla-server (30 s to 2.5 min; the first start is the slowest)")
     timer.measure("database", lambda: prepare_database(supervisor, python, env, reindex=existing_db))
     release(server)
     if args.worker:
         start_worker(supervisor, python, env)
+    log("database ready; waiting for argilla-server to answer")
     return timer.measure("server", lambda: wait_for_argilla(supervisor, port, args.timeout))
 
 
