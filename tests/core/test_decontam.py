@@ -1,0 +1,57 @@
+"""Decontamination: shared word runs, exact matches, the overlap ratio, the reason and the counts."""
+
+from __future__ import annotations
+
+from pref_assets.core.decontam import BenchmarkIndex, find_contamination, mark_contaminated
+from pref_assets.core.dedupe import words
+from pref_assets.core.rows import PromptRow
+
+QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May."
+
+
+def _index(name: str, texts: list[str], n: int = 8, min_overlap: float = 0.0) -> BenchmarkIndex:
+    index = BenchmarkIndex(name, n, min_overlap)
+    for i, text in enumerate(texts):
+        index.add(words(text), f"{name}.jsonl:{i + 1}")
+    return index
+
+
+def _row(i: int, text: str) -> PromptRow:
+    return PromptRow(row_id=f"b#{i}", prompt_id=str(i), instruction=text, source_ref=f"p:{i}")
+
+
+def test_a_shared_run_of_eight_words_contaminates_whatever_the_case_and_punctuation() -> None:
+    index = _index("gsm8k", ["Unrelated first row about trains leaving stations at noon.", QUESTION])
+    prompt = "Please help: NATALIA sold clips to 48 of her friends -- in April; how many?"
+    found = find_contamination(words(prompt), index)
+    assert found is not None and found.benchmark == "gsm8k" and found.row == 2 and found.ref == "gsm8k.jsonl:2"
+    assert found.reason().startswith("contaminated: gsm8k row 2 (gsm8k.jsonl:2): shares runs of 8 words")
+
+
+def test_seven_shared_words_do_not_and_the_run_length_is_configurable() -> None:
+    prompt = "Natalia sold clips to 48 of her cousins yesterday"
+    assert find_contamination(words(prompt), _index("g", [QUESTION])) is None
+    assert find_contamination(words(prompt), _index("g", [QUESTION], n=7)) is not None
+
+
+def test_a_short_prompt_equal_to_a_benchmark_prompt_is_contaminated() -> None:
+    found = find_contamination(words("What is 2+2?"), _index("tiny", ["what is 2 + 2"]))
+    assert found is not None and found.overlap == 1.0 and "same words" in found.reason()
+
+
+def test_min_overlap_lets_a_long_prompt_quoting_one_run_through() -> None:
+    long_prompt = QUESTION + " " + " ".join(f"extra{i}" for i in range(60))
+    assert find_contamination(words(long_prompt), _index("g", [QUESTION])) is not None
+    assert find_contamination(words(long_prompt), _index("g", [QUESTION], min_overlap=0.5)) is None
+    assert find_contamination(words(QUESTION + " extra"), _index("g", [QUESTION], min_overlap=0.5)) is not None
+
+
+def test_marking_counts_per_benchmark_and_the_first_benchmark_wins() -> None:
+    first, second = _index("first", [QUESTION]), _index("second", [QUESTION, "Translate the word house into French"])
+    rows = [_row(0, QUESTION), _row(1, "translate the word house into french"), _row(2, "A fresh prompt.")]
+    out, counts = mark_contaminated(rows, [first, second])
+    assert counts == {"first": 1, "second": 1}
+    assert out[0].reason.startswith("contaminated: first row 1") and out[0].failed_stage == "prompts"
+    assert out[1].reason.startswith("contaminated: second row 2")
+    assert out[2].ok
+    assert mark_contaminated(rows, []) == (rows, {})

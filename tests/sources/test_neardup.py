@@ -1,0 +1,83 @@
+"""Near-duplicates found across the whole source while reading one batch: the stored index, built once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pref_assets.settings import DedupeSettings, SourceSettings
+from pref_assets.sources import neardup
+from pref_assets.sources.batches import read_source_batch
+
+TEXT = "Explain how a refrigerator moves heat from its cold inside to the warmer kitchen around it step by step"
+
+
+def _write(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+def _texts(n: int) -> list[str]:
+    return [f"Prompt {i}: tell me about subject {i * 7919 % 1000} and its link to {i * 31 % 97}" for i in range(n)]
+
+
+def test_a_near_duplicate_in_batch_190_of_a_prompt_in_batch_3_is_found_reading_batch_190(tmp_path: Path) -> None:
+    texts = _texts(2000)
+    texts[30] = TEXT
+    texts[1905] = TEXT.replace("step by step", "step by step, please")
+    path = _write(tmp_path / "p.jsonl", texts)
+    source = SourceSettings(kind="files", paths=[str(path)])
+    read = read_source_batch(source, "batch-00190", 10, tmp_path / "store", DedupeSettings())
+    assert list(read.near) == [5]
+    kept = read.near[5]
+    assert kept.source_ref == f"{path}:31" and kept.row_id == "batch-00003#0" and kept.similarity >= 0.85
+    early = read_source_batch(source, "batch-00003", 10, tmp_path / "store", DedupeSettings())
+    assert early.near == {}, "the first occurrence is kept"
+
+
+def test_the_index_is_built_once_per_source_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "p.jsonl", [TEXT, "Something else entirely.", TEXT + " now"])
+    source = SourceSettings(kind="files", paths=[str(path)])
+    store = tmp_path / "store"
+    calls = []
+    real = neardup.find_near
+    monkeypatch.setattr(neardup, "find_near", lambda *a: calls.append(1) or real(*a))
+    first = [read_source_batch(source, f"batch-{i:05d}", 1, store, DedupeSettings()).near for i in range(3)]
+    assert len(calls) == 1 and first[2][0].source_ref == f"{path}:1"
+    assert len(list((store / "index").glob("near-*.arrow"))) == 1
+    _write(path, ["A new first prompt about birds.", TEXT, TEXT + " now"])
+    again = read_source_batch(source, "batch-00002", 1, store, DedupeSettings())
+    assert len(calls) == 2 and again.near[0].source_ref == f"{path}:2", "a changed file gets a new index"
+    assert len(list((store / "index").glob("near-*.arrow"))) == 1, "the old version is removed"
+    stricter = read_source_batch(source, "batch-00002", 1, store, DedupeSettings(near_duplicate_threshold=0.99))
+    assert len(calls) == 3 and stricter.near == {}
+
+
+def test_a_near_duplicate_in_a_second_file_names_the_first_file(tmp_path: Path) -> None:
+    first = _write(tmp_path / "a.jsonl", ["Unrelated opening question about tides.", TEXT])
+    second = _write(tmp_path / "b.jsonl", ["Another question about volcanoes.", TEXT + " in detail"])
+    source = SourceSettings(kind="files", paths=[str(first), str(second)])
+    read = read_source_batch(source, "batch-00001", 2, tmp_path / "store", DedupeSettings())
+    assert read.near[1].source_ref == f"{first}:2" and read.near[1].row_id == "batch-00000#1"
+
+
+def test_exact_repeats_are_left_to_the_duplicate_check_and_off_means_off(tmp_path: Path) -> None:
+    path = _write(tmp_path / "p.jsonl", [TEXT, TEXT, TEXT + " indeed"])
+    source = SourceSettings(kind="files", paths=[str(path)])
+    read = read_source_batch(source, "batch-00000", 3, tmp_path / "store", DedupeSettings())
+    assert set(read.near) == {2} and read.near[2].row_id == "batch-00000#0"
+    off = read_source_batch(source, "batch-00000", 3, tmp_path / "store", DedupeSettings(near_duplicates=False))
+    assert off.near == {}
+
+
+def test_the_embedded_set_is_checked_in_memory_with_the_same_rule(tmp_path: Path) -> None:
+    source = SourceSettings(kind="embedded")
+    reads = [read_source_batch(source, f"batch-{i:05d}", 40, tmp_path, DedupeSettings()) for i in range(4)]
+    assert all(r.near == {} for r in reads), "the shipped prompts hold no near-duplicates"
+    loose = read_source_batch(source, "batch-00003", 40, tmp_path, DedupeSettings(near_duplicate_threshold=0.05))
+    assert loose.near
+    for i, kept in loose.near.items():
+        batch, position = kept.row_id.removeprefix("batch-").split("#")
+        assert int(batch) * 40 + int(position) < 120 + i, "a kept prompt comes before its near-duplicate"
