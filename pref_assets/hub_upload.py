@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,17 +30,35 @@ class Published:
     hub: str
 
 
-def write_local(pairs: pl.DataFrame, card: str, out_dir: Path, layout: str, *, private: bool = True) -> Path:
-    """Write ``data/train.parquet`` and ``README.md`` under ``out_dir`` (0600 files in 0700 folders if ``private``)."""
+@contextmanager
+def publishing(out_dir: Path, *, private: bool = True) -> Iterator[Path]:
+    """Hold ``out_dir``'s lock while the set is gathered and written: runs of several batches at once publish one
+    after the other, so the last one to write has read every batch written before it."""
     make_dirs(out_dir / "data", private=private)
-    for path in (out_dir / "data" / "train.parquet", out_dir / "README.md"):
+    lock = out_dir / ".lock"
+    ensure_inside(out_dir, lock, what=".lock")
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield out_dir
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_local(pairs: pl.DataFrame, card: str, out_dir: Path, layout: str, *, private: bool = True) -> Path:
+    """Write ``data/train.parquet`` and ``README.md`` under ``out_dir`` (0600 files in 0700 folders if ``private``);
+    each file is replaced whole, so a reader never sees half of one."""
+    make_dirs(out_dir / "data", private=private)
+    data, readme = out_dir / "data" / "train.parquet", out_dir / "README.md"
+    for path in (data, readme):
         ensure_inside(out_dir, path, what=str(path.relative_to(out_dir)))
-    data = write_pairs(to_layout(pairs, layout), out_dir / "data" / "train.parquet")
-    readme = out_dir / "README.md"
-    readme.write_text(card, encoding="utf-8")
-    if private:
-        restrict(data)
-        restrict(readme)
+    partial_data = write_pairs(to_layout(pairs, layout), data.with_name(f".train.{os.getpid()}.parquet"))
+    partial_readme = readme.with_name(f".README.{os.getpid()}.md")
+    partial_readme.write_text(card, encoding="utf-8")
+    for partial, final in ((partial_data, data), (partial_readme, readme)):
+        if private:
+            restrict(partial)
+        os.replace(partial, final)
     return out_dir
 
 
@@ -61,7 +83,9 @@ def push(out_dir: Path, repo_id: str | None, token: str | None, *, private: bool
     api = HfApi(endpoint=endpoint, token=token)
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(out_dir), repo_id=repo_id, repo_type="dataset")
+        # the lock and any half-written file are hidden names, never uploaded
+        hidden = [".*", "*/.*"]
+        api.upload_folder(folder_path=str(out_dir), repo_id=repo_id, repo_type="dataset", ignore_patterns=hidden)
     except Exception as err:  # re-raised masked; chaining it would carry the token to the event log
         reason = hub_secrets(token).cut(f"{type(err).__name__}: {err}", 500)
         raise PublishError(f"not pushed to {repo_id} at {endpoint}: {reason}") from None

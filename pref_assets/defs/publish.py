@@ -22,7 +22,7 @@ from pref_assets.defs import schemas
 from pref_assets.defs.jobs import config_file, config_identity
 from pref_assets.defs.stages.common import backfill_policy
 from pref_assets.export import PAIR_COLUMNS, collect_pairs, partition_files, to_layout
-from pref_assets.hub_upload import push, write_local
+from pref_assets.hub_upload import publishing, push, write_local
 from pref_assets.settings import Settings
 
 
@@ -57,13 +57,13 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
     )
     def preference_dataset(context: dg.AssetExecutionContext, hub: HubResource) -> dg.MaterializeResult:
         base = Path(settings.storage_dir)
-        pairs = collect_pairs(base, publish.asset)
-        pairs = pairs if pairs.height else _empty_pairs()
-        rows = _all_rows(base / publish.asset)
-        sections = {title: text for section in CARD_SECTIONS for title, text in section(settings, base, pairs).items()}
-        card = render_card(_facts(settings, pairs, rows, sections))
-        out_dir = contained_path(base, "published", what="folder")
-        out_dir = write_local(pairs, card, out_dir, publish.layout, private=settings.private_files)
+        with publishing(contained_path(base, "published", what="folder"), private=settings.private_files) as out_dir:
+            pairs = collect_pairs(base, publish.asset)
+            pairs = pairs if pairs.height else _empty_pairs()
+            rows = _all_rows(base / publish.asset)
+            sections = [section(settings, base, pairs) for section in CARD_SECTIONS]
+            card = render_card(_facts(settings, pairs, rows, {k: v for s in sections for k, v in s.items()}))
+            write_local(pairs, card, out_dir, publish.layout, private=settings.private_files)
         pushed, where = push(out_dir, publish.repo_id, hub.token, private=publish.private)
         context.log.info(where)
         return dg.MaterializeResult(
