@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +29,7 @@ from pref_assets.testing.argilla_server import (
     run_argilla_server,
 )
 from pref_assets.testing.fake_openai import FakeServer, run_fake_openai
+from pref_assets.testing.fake_pipeline import write_settings
 
 KEY_ENV = "PREF_ASSETS_TEST_ARGILLA_KEY"
 WRONG_KEY = "wrong-key-5f1c2e"
@@ -185,6 +189,7 @@ def test_human_labels_decide_the_final_pair_and_the_sensor_asks_for_their_batch(
     assert isinstance(first, dg.SkipReason) or not first.run_requests
 
     judged = _a_judged_pair(settings, "batch-00001")
+    assert _published(settings, judged["prompt_id"])["pair_source"] == "judge"
     chosen, rejected = _slot(settings, judged["chosen_model"]), _slot(settings, judged["rejected_model"])
     with argilla.client() as owner, _annotator(owner, "annotator1") as annotator:
         [record] = [r for r in _records(owner, "loop") if r["external_id"] == judged["prompt_id"]]
@@ -200,7 +205,14 @@ def test_human_labels_decide_the_final_pair_and_the_sensor_asks_for_their_batch(
     third = sensor(_sensor_context(settings, second.cursor))
     assert isinstance(third, dg.SkipReason) or not third.run_requests
 
-    assert _run(settings, REVIEW_JOB_NAME, "batch-00001").success
+    review = _run(settings, REVIEW_JOB_NAME, "batch-00001")
+    assert review.success
+    events = [e.event_specific_data.materialization for e in review.get_asset_materialization_events()]
+    [shown] = [m for m in events if m.asset_key.to_user_string() == "human_feedback"]
+    agreement = shown.metadata["judge_human_agreement"].value
+    # the reviewers reversed the judge's order on the one prompt they labelled
+    assert (agreement["prompts"], agreement["pairs"], agreement["agreed"]) == (1, 1, 0)
+    assert (agreement["pairwise_accuracy"], agreement["kendall_tau"], agreement["top_agreement"]) == (0.0, -1.0, 0.0)
     labels = _read(settings, "human_feedback", "batch-00001")
     assert labels.height == BATCH_SIZE
     row = labels.filter(pl.col("prompt_id") == judged["prompt_id"]).row(0, named=True)
@@ -222,6 +234,59 @@ def test_human_labels_decide_the_final_pair_and_the_sensor_asks_for_their_batch(
     judge_rows = final.filter(pl.col("pair_source") == "judge").drop("pair_source")
     dpo = _read(settings, "dpo_pairs", "batch-00001").filter(pl.col("prompt_id") != judged["prompt_id"])
     assert judge_rows.sort("prompt_id").equals(dpo.sort("prompt_id"))
+
+    # The review job republished the set: the pair the reviewers flipped, and a card that counts it.
+    released = _published(settings, judged["prompt_id"])
+    assert (released["pair_source"], released["chosen_model"]) == ("human", judged["rejected_model"])
+    assert released["chosen"][-1]["content"] == judged["rejected"][-1]["content"]
+    card = (Path(settings.storage_dir) / "published" / "README.md").read_text()
+    assert "Decided by: human 1, judge " in card and "1 of " in card
+
+
+def _published(settings: Settings, prompt_id: str) -> dict[str, Any]:
+    published = pl.read_parquet(Path(settings.storage_dir) / "published" / "data" / "train.parquet")
+    [row] = published.filter(pl.col("prompt_id") == prompt_id).to_dicts()
+    return row
+
+
+def _cli(tmp_path: Path, settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    env = os.environ | {"PREF_ASSETS_CONFIG": str(write_settings(settings, tmp_path / "pref_assets.yaml")),
+                        "DAGSTER_HOME": str(home)}  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "pref_assets.cli", *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_batches_judged_before_argilla_was_set_are_pushed_and_their_labels_pulled(
+    tmp_path: Path, llm: FakeServer, argilla: ArgillaServer
+) -> None:
+    offline = _settings(tmp_path, llm, None, "late")
+    for partition in ("batch-00000", "batch-00001"):
+        assert _run(offline, partition=partition).success
+    assert not _read(offline, "argilla_records")["pushed"].any()
+    online = _settings(tmp_path, llm, argilla.url, "late")
+
+    for _ in range(2):  # pushing again changes nothing
+        push = _cli(tmp_path, online, "review", "push")
+        assert push.returncode == 0, push.stdout + push.stderr
+        with argilla.client() as client:
+            assert len(_records(client, "late")) == N_PROMPTS
+    assert "push batch-00001 (2 of 2)" in push.stdout and "argilla_records [batch-00001]: ok 4" in push.stdout
+
+    judged = _a_judged_pair(online, "batch-00001")
+    chosen, rejected = _slot(online, judged["chosen_model"]), _slot(online, judged["rejected_model"])
+    with argilla.client() as owner:
+        [record] = [r for r in _records(owner, "late") if r["external_id"] == judged["prompt_id"]]
+        ratings = [0, 0]
+        ratings[rejected], ratings[chosen] = 5, 1
+        _respond(owner, record["id"], ratings, [rejected, chosen])
+
+    pull = _cli(tmp_path, online, "review", "pull")
+    assert pull.returncode == 0, pull.stdout + pull.stderr
+    assert _published(online, judged["prompt_id"])["pair_source"] == "human"
+    assert _read(online, "human_feedback", "batch-00000")["reason"].to_list() == ["no_human_response"] * BATCH_SIZE
 
 
 def _closed_port() -> int:

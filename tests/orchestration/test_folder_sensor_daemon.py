@@ -1,11 +1,13 @@
 """The watched folder the way a user runs it: a `dagster-daemon run` with a folder source picks up prompt
-files dropped into the folder, adds their batches and runs them to the end, with no other command."""
+files dropped into the folder, adds their batches and runs them to the end (review and the published set), with no
+other command."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 from orchestration_services import timing_tool
 
@@ -48,3 +50,9 @@ def test_the_daemon_turns_dropped_files_into_batches_and_runs(tmp_path: Path, fa
     assert both == first | {"second.jsonl/batch-00000": "SUCCESS"}
     for key in both:
         assert (data / "dpo_pairs" / f"{key}.parquet").is_file()
+        assert (data / "preference_pairs" / f"{key}.parquet").is_file()
+    # Each run went on to review and the published set, which holds every batch's final pairs.
+    published = pl.read_parquet(data / "published" / "data" / "train.parquet")
+    final = {key: pl.read_parquet(data / "preference_pairs" / f"{key}.parquet") for key in both}
+    assert published.height == sum(int((f["status"] == "ok").sum()) for f in final.values()) > 0
+    assert set(published["batch"]) == {key for key, f in final.items() if (f["status"] == "ok").any()}
