@@ -2,7 +2,8 @@
 
 One file per endpoint: ``leases`` (id, expiry) and ``budgets`` (name, level, stamp: the request and token buckets,
 and ``paused_until``). Every change is one ``BEGIN IMMEDIATE`` transaction, so processes take turns; times are
-this machine's wall clock.
+this machine's wall clock. A request's way in reads the state in one statement and writes its lease (and the
+buckets it takes from); expired leases are counted out there and deleted with the batched releases.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires);
 CREATE TABLE IF NOT EXISTS budgets (name TEXT PRIMARY KEY, level REAL NOT NULL, stamp REAL NOT NULL);
+"""
+# the buckets and pause, and the unexpired leases under the name _IN_FLIGHT, in one statement
+_IN_FLIGHT = "#in_flight"
+_STATE = f"""
+SELECT name, level, stamp FROM budgets
+UNION ALL SELECT '{_IN_FLIGHT}', count(*), 0 FROM leases WHERE expires > ?
 """
 
 
@@ -47,13 +54,11 @@ class SqliteStore:
         """``acquire``, synchronously."""
         now = self.clock()
         with self._write() as db:
-            db.execute("DELETE FROM leases WHERE expires <= ?", (now,))
-            state = {name: (level, stamp) for name, level, stamp in db.execute("SELECT * FROM budgets")}
+            state = {name: (level, stamp) for name, level, stamp in db.execute(_STATE, (now,))}
             paused = state.get(PAUSED, (0.0, 0.0))[0]
             if paused > now:
                 return paused - now
-            (in_flight,) = db.execute("SELECT count(*) FROM leases").fetchone()
-            if in_flight >= budget.max_concurrency:
+            if state[_IN_FLIGHT][0] >= budget.max_concurrency:
                 return FULL_POLL
             levels, wait = _take(state, budget, tokens, now)
             if wait > 0:
@@ -67,6 +72,7 @@ class SqliteStore:
         now = self.clock()
         with self._write() as db:
             db.executemany("DELETE FROM leases WHERE id = ?", [(lease,) for lease in released])
+            db.execute("DELETE FROM leases WHERE expires <= ?", (now,))  # leases of processes that died
             state = {name: (level, stamp) for name, level, stamp in db.execute("SELECT * FROM budgets")}
             limit = budget.rate(budget.tpm)
             if tokens and limit is not None:

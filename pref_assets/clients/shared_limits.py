@@ -11,6 +11,13 @@ A lease expires ``lease_ttl`` seconds after it was last renewed. A background th
 leases of its requests in flight, and sends releases, token corrections and ``Retry-After`` pauses in batches, so
 a request costs one store round trip on its way in; a process killed with SIGKILL frees its slots within
 ``lease_ttl``. A pause one process is told to take is stored (``paused_until``) and holds for all.
+
+An endpoint limited by ``max_concurrency`` alone (no ``rpm``, no ``tpm``: no budget to take per request) hands a
+lease its request gave back straight to the next request of the same process, without a store round trip, for up
+to ``HANDOFF_S`` after the lease was taken from the store; a lease nobody took within ``SPARE_IDLE_S`` goes back.
+So a busy process asks the store about once a second per slot instead of once per request, the slots it holds
+never exceed what the store granted, and other processes get their turn at the latest when a lease returns. A
+pause another process stored reaches a process at its next trip to the store, within ``HANDOFF_S``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +39,10 @@ Backend = Literal["process", "local", "redis"]
 DEFAULT_LEASE_TTL = 6.0
 # how soon a request asks again when every slot is leased (a lease's end is not known in advance)
 FULL_POLL = 0.02
+# how long after it was taken from the store a given-back lease may pass to the next request of the process
+HANDOFF_S = 1.0
+# how long a given-back lease waits for the next request of its process before it goes back to the store
+SPARE_IDLE_S = 0.05
 
 _log = logging.getLogger(__name__)
 
@@ -116,7 +128,9 @@ class SharedLimits:
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
-        self._held: set[str] = set()
+        self._handoff = budget.rpm is None and budget.tpm is None
+        self._held: dict[str, float] = {}  # lease -> when it was taken from the store (monotonic)
+        self._spare: deque[tuple[str, float]] = deque()  # given-back leases of this process, and when
         self._released: list[str] = []
         self._tokens = 0.0
         self._pause = 0.0
@@ -125,19 +139,31 @@ class SharedLimits:
 
     async def acquire(self, tokens: float) -> tuple[str | None, float]:
         """Return a lease (and 0) once one and the budget of a request were taken, else (None, seconds to wait)."""
+        spare = self._reuse() if self._handoff else None
+        if spare is not None:
+            return spare, 0.0
         lease = f"{self._holder}:{next(self._ids)}"
         wait = await self.store.acquire(lease, self.budget, tokens)
         if wait > 0:
             return None, wait
         with self._lock:
-            self._held.add(lease)
+            idle = not self._held
+            self._held[lease] = time.monotonic()
         self._start()
+        if idle:  # the renewing thread now also returns idle spare leases: it wakes more often
+            self._wake.set()
         return lease, 0.0
 
     def release(self, lease: str) -> None:
-        """Give a lease back (soon, in a batch; it is no longer renewed from now on)."""
+        """Give a lease back: to the next request of this process while it is young enough to pass on, else to the
+        store (soon, in a batch; it is no longer renewed from then on)."""
+        now = time.monotonic()
         with self._lock:
-            self._held.discard(lease)
+            taken = self._held.get(lease)
+            if self._handoff and taken is not None and now - taken < HANDOFF_S:
+                self._spare.append((lease, now))
+                return
+            self._held.pop(lease, None)
             self._released.append(lease)
         self._wake.set()
 
@@ -161,8 +187,33 @@ class SharedLimits:
             return len(self._held)
 
     def flush(self) -> None:
-        """Send the pending releases, corrections and pause now (in the calling thread); when the renewing thread
-        is sending its batch, wait until that batch is in the store."""
+        """Give back the spare leases and send the pending releases, corrections and pause now (in the calling
+        thread); when the renewing thread is sending its batch, wait until that batch is in the store."""
+        self._return_spares(idle_for=0.0)
+        self._send()
+
+    def _reuse(self) -> str | None:
+        """Return a spare lease young enough to pass on (the older ones go back to the store), or None."""
+        now = time.monotonic()
+        with self._lock:
+            while self._spare:
+                lease, _ = self._spare.popleft()
+                if now - self._held[lease] < HANDOFF_S:
+                    return lease
+                del self._held[lease]
+                self._released.append(lease)
+        return None
+
+    def _return_spares(self, idle_for: float) -> None:
+        """Send back the spare leases given back ``idle_for`` seconds ago or earlier."""
+        now = time.monotonic()
+        with self._lock:
+            while self._spare and now - self._spare[0][1] >= idle_for:
+                lease, _ = self._spare.popleft()
+                del self._held[lease]
+                self._released.append(lease)
+
+    def _send(self) -> None:
         with self._flushing:
             with self._lock:
                 released, tokens, pause = self._released, self._tokens, self._pause
@@ -181,10 +232,13 @@ class SharedLimits:
         every = self.lease_ttl / 4
         renewed = time.monotonic()
         while True:
-            self._wake.wait(every)
+            with self._lock:
+                busy = bool(self._held)
+            self._wake.wait(SPARE_IDLE_S if busy and self._handoff else every)
             self._wake.clear()
             try:
-                self.flush()
+                self._return_spares(idle_for=SPARE_IDLE_S)
+                self._send()
                 if time.monotonic() - renewed >= every:
                     renewed = time.monotonic()
                     with self._lock:
