@@ -151,7 +151,9 @@ def _tasks(row: GroupedRow, aspect: Aspect, judge: JudgeSpec, pass_index: int) -
     return tasks
 
 
-def _task(row: GroupedRow, aspect: Aspect, judge: JudgeSpec, pass_index: int, part: int, shown: tuple[int, ...]) -> Task:
+def _task(
+    row: GroupedRow, aspect: Aspect, judge: JudgeSpec, pass_index: int, part: int, shown: tuple[int, ...]
+) -> Task:
     answers = tuple(row.generations[i] for i in shown)
     messages = judge_messages(judged_prompt(row.instruction, row.system_prompt, row.messages), answers, aspect)
     fmt = response_format(judge_schema(len(shown), aspect), judge.flavour)

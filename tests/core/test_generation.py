@@ -39,7 +39,7 @@ FAILED = PromptRow(row_id="batch-00000#5", prompt_id=None, status="failed", fail
 def test_plan_has_one_call_per_ok_prompt_and_generator_with_its_conversation() -> None:
     gens = [_Generator("a", params={"temperature": 0.5}), _Generator("b", params={})]
     plan = plan_generations([PROMPT, FAILED], gens)
-    assert [(x.prompt.row_id, x.model, x.candidate) for x in plan] == [("batch-00000#4", "a", 0), ("batch-00000#4", "b", 0)]
+    assert [(x.prompt.row_id, x.model, x.candidate) for x in plan] == [("batch-00000#4", m, 0) for m in "ab"]
     call = plan[0].call
     assert call.messages == ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"})
     assert call.params == (("temperature", 0.5),)
@@ -78,7 +78,8 @@ def test_principles_are_drawn_per_prompt_generator_and_candidate_and_sent_as_sys
 def test_a_generator_system_prompt_alone_goes_before_a_conversations_own_turns() -> None:
     chat = PromptRow(row_id="b#0", prompt_id="c", instruction="Hi", messages=[{"role": "user", "content": "Hi"}])
     [planned] = plan_generations([chat], [_Generator("a", system_prompt="Answer in French.")])
-    assert planned.call.messages == ({"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Hi"})
+    system = {"role": "system", "content": "Answer in French."}
+    assert planned.call.messages == (system, {"role": "user", "content": "Hi"})
 
 
 def _planned(model: str = "a", candidate: int = 0, principle: str | None = None) -> Planned:
