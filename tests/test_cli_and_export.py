@@ -104,3 +104,54 @@ def test_cli_cache_stats_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert capsys.readouterr().out.startswith("1 cached responses")
     assert main(["cache", "clear"]) == 0
     assert capsys.readouterr().out.startswith("removed 1 cached responses")
+
+
+def test_cli_export_to_an_unsupported_suffix_or_from_an_empty_store_is_a_message(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"storage_dir: {store}\n")
+    monkeypatch.setenv("PREF_ASSETS_CONFIG", str(config))
+    assert main(["export", str(tmp_path / "pairs.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pref-assets export: ") and ".parquet or .jsonl" in err and "Traceback" not in err
+    assert not (tmp_path / "pairs.csv").exists()
+    assert main(["export", str(tmp_path / "pairs.parquet"), "--asset", "preference_pairs"]) == 2
+    assert "no batch of preference_pairs is materialized yet" in capsys.readouterr().err
+
+
+def test_summary_reads_the_configuration_of_the_batch_s_last_run(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import dagster as dg
+
+    from pref_assets.defs.jobs import CONFIG_FILE_TAG
+
+    config = tmp_path / "elsewhere.yaml"
+    config.write_text(f"storage_dir: {store}\n")
+    home = tmp_path / "home"
+    home.mkdir()
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job
+    def tagged() -> None:
+        noop()
+
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
+        tags = {"dagster/partition": "batch-00001", CONFIG_FILE_TAG: str(config)}
+        assert tagged.execute_in_process(instance=instance, tags=tags).success
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("PREF_ASSETS_CONFIG")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+    assert main(["summary", "--partition", "batch-00001"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"configuration: {config} (used by the last run of batch-00001); storage_dir: {store}")
+    assert "dpo_pairs              ok 1" in out and "preference_dataset     not materialized" in out
+    assert main(["summary", "--partition", "batch-00000"]) == 0  # no run of that batch: the defaults
+    assert capsys.readouterr().out.startswith("configuration: the embedded default")
