@@ -186,7 +186,7 @@ def mark_near_duplicates(rows: Iterable[PromptRow], found: dict[int, NearOrigina
     for index, row in enumerate(rows):
         near = found.get(index)
         if row.ok and near is not None and near.row_id != row.row_id:
-            reason = f"{NEAR_DUPLICATE}: {near.similarity:.0%} alike {near.source_ref} (estimated word 3-gram Jaccard)"
+            reason = f"{NEAR_DUPLICATE}: {near.similarity:.0%} alike {near.source_ref} (MinHash estimate)"
             row = replace(row, duplicate_of=near.row_id, **status.failure(status.STAGE_PROMPTS, reason))
         out.append(row)
     return out

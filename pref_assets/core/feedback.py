@@ -224,3 +224,132 @@ def batch_fingerprints(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 def changed_batches(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     """Return the batches whose submitted responses changed: new, edited, or withdrawn."""
     return sorted(b for b in before.keys() | after.keys() if before.get(b) != after.get(b))
+
+
+# ---------------------------------------------------------------- judge-human agreement
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """How often the judge orders a prompt's answers as the reviewers do, over the prompts both scored.
+
+    ``pairs``: answer pairs the reviewers put one above the other (by mean rating, or mean rank where they only
+    ranked); ``agreed``: of those, pairs the judge ordered the same way; ``judge_ties``: pairs the judge scored
+    equal (counted as not agreed). ``top_agreed`` of ``top_prompts``: prompts where the judge's single best answer
+    is the reviewers' single best. ``kendall_tau``: the mean over prompts of Kendall's tau-b between the judge's
+    and the reviewers' scores (prompts where it is defined: ``tau_prompts``)."""
+
+    prompts: int = 0
+    pairs: int = 0
+    agreed: int = 0
+    judge_ties: int = 0
+    top_prompts: int = 0
+    top_agreed: int = 0
+    tau_prompts: int = 0
+    kendall_tau: float | None = None
+
+    @property
+    def pairwise_accuracy(self) -> float | None:
+        """Return the share of the reviewers' ordered pairs the judge ordered alike (None: no such pair)."""
+        return round(self.agreed / self.pairs, 4) if self.pairs else None
+
+    @property
+    def top_agreement(self) -> float | None:
+        """Return the share of prompts whose best answer is the same for the judge and the reviewers."""
+        return round(self.top_agreed / self.top_prompts, 4) if self.top_prompts else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the counts and the rates, for metadata and the dataset card."""
+        counts = {name: getattr(self, name) for name in self.__slots__}
+        return counts | {"pairwise_accuracy": self.pairwise_accuracy, "top_agreement": self.top_agreement}
+
+
+def human_scores(row: FeedbackRow) -> list[float | None]:
+    """Return the reviewers' score per answer slot: the mean rating where anyone rated, else minus the mean rank
+    (higher is better either way)."""
+    ratings = list(row.human_ratings or [])
+    if any(r is not None for r in ratings):
+        return ratings
+    return [None if r is None else -r for r in row.human_ranking or []]
+
+
+def record_judge_scores(record: str | None, n_answers: int) -> list[float | None]:
+    """Return the judge's score per answer slot as pushed in a review record (its JSON, ``judge_rating_N``)."""
+    try:
+        metadata = (json.loads(record) if record else {}).get("metadata") or {}
+    except (ValueError, AttributeError):
+        return [None] * n_answers
+    values = [metadata.get(f"judge_{rating_question(slot)}") for slot in range(n_answers)]
+    return [float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None for v in values]
+
+
+def judge_human_agreement(scored: Iterable[tuple[Sequence[float | None], Sequence[float | None]]]) -> Agreement:
+    """Return the agreement over prompts given as (judge scores, reviewers' scores) per answer slot; a prompt counts
+    when at least two of its answers have both."""
+    prompts = pairs = agreed = ties = top_prompts = top_agreed = 0
+    taus: list[float] = []
+    for judge, human in scored:
+        both = [(j, h) for j, h in zip(judge, human, strict=False) if j is not None and h is not None]
+        if len(both) < 2:
+            continue
+        prompts += 1
+        concordant = discordant = human_ties = 0
+        for a in range(len(both)):
+            for b in range(a + 1, len(both)):
+                dj, dh = _sign(both[a][0] - both[b][0]), _sign(both[a][1] - both[b][1])
+                if dh == 0:
+                    human_ties += 1
+                    continue
+                pairs += 1
+                if dj == 0:
+                    ties += 1
+                elif dj == dh:
+                    agreed += 1
+                    concordant += 1
+                else:
+                    discordant += 1
+        top_j, top_h = _single_best([j for j, _ in both]), _single_best([h for _, h in both])
+        if top_h is not None:
+            top_prompts += 1
+            top_agreed += top_j == top_h
+        tau = _tau_b(len(both), concordant, discordant, human_ties, [j for j, _ in both])
+        if tau is not None:
+            taus.append(tau)
+    mean_tau = round(sum(taus) / len(taus), 4) if taus else None
+    return Agreement(prompts, pairs, agreed, ties, top_prompts, top_agreed, len(taus), mean_tau)
+
+
+def agreement_from_records(records: Sequence[RecordRow], labelled: Sequence[FeedbackRow], n_answers: int) -> Agreement:
+    """Return the agreement of one batch's pushed judge scores (``argilla_records``) with its ``human_feedback``."""
+    by_row = {r.row_id: r for r in records}
+    return judge_human_agreement(
+        (record_judge_scores(by_row[f.row_id].record, n_answers), human_scores(f))
+        for f in labelled
+        if f.ok and f.row_id in by_row
+    )
+
+
+def agreement_from_ratings(rated: Sequence[RatingRow], labelled: Sequence[FeedbackRow]) -> Agreement:
+    """Return the agreement of ``ratings`` scores with ``human_feedback`` labels (any batches, joined by row id):
+    what the dataset card reports over every published batch."""
+    scores = {r.row_id: list(r.scores or []) for r in rated if r.ok}
+    return judge_human_agreement(
+        (scores[f.row_id], human_scores(f)) for f in labelled if f.ok and f.row_id in scores
+    )
+
+
+def _sign(value: float) -> int:
+    return (value > 0) - (value < 0)
+
+
+def _single_best(values: Sequence[float]) -> int | None:
+    best = max(values)
+    return values.index(best) if values.count(best) == 1 else None
+
+
+def _tau_b(n: int, concordant: int, discordant: int, human_ties: int, judge: Sequence[float]) -> float | None:
+    """Return Kendall's tau-b from the pair counts (None when one side has every pair tied)."""
+    total = n * (n - 1) // 2
+    judge_ties = sum(1 for a in range(n) for b in range(a + 1, n) if judge[a] == judge[b])
+    denominator = ((total - judge_ties) * (total - human_ties)) ** 0.5
+    return round((concordant - discordant) / denominator, 4) if denominator else None

@@ -47,7 +47,8 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
                 source = "no Argilla URL configured: no human labels; preference_pairs uses the judge"
             out = schemas.to_frame(rows, FeedbackRow)
             cols = ["prompt_id", "human_ratings", "human_ranking", "submitted", "status", "reason"]
-            return result(out, cols, [], argilla=dg.MetadataValue.text(source))
+            agreement = feedback.agreement_from_records(records, rows, n_answers)
+            return result(out, cols, [], argilla=dg.MetadataValue.text(source), **_agreement_metadata(agreement))
 
         batches = batch_inputs(context, records=argilla_records)
         yield from materialize(context, {batch: output(inputs) for batch, inputs in batches.items()})
@@ -72,6 +73,20 @@ def build_review_assets(settings: Settings, partitions: dg.PartitionsDefinition)
         yield from materialize(context, {batch: output(batch, inputs) for batch, inputs in batches.items()})
 
     return [human_feedback, preference_pairs]
+
+
+def _agreement_metadata(agreement: feedback.Agreement) -> dict[str, dg.MetadataValue]:
+    """Return how often the judge orders the answers as the reviewers do (rates are null without labels)."""
+
+    def number(value: float | None) -> dg.MetadataValue:
+        return dg.MetadataValue.float(value) if value is not None else dg.MetadataValue.null()
+
+    return {
+        "judge_human_pairwise_accuracy": number(agreement.pairwise_accuracy),
+        "judge_human_kendall_tau": number(agreement.kendall_tau),
+        "judge_human_top_agreement": number(agreement.top_agreement),
+        "judge_human_agreement": dg.MetadataValue.json(agreement.as_dict()),
+    }
 
 
 def _columns(row_type: type) -> dict[str, dg.TableSchema]:
