@@ -74,3 +74,13 @@ def test_record_rows_hold_the_record_of_an_ok_row_and_carry_a_failed_one() -> No
     assert (ok.status, ok.failed_stage, ok.reason) == ("ok", None, None)
     assert (carried.row_id, carried.record_id, carried.record, carried.pushed) == ("b#1", None, None, False)
     assert (carried.status, carried.failed_stage, carried.reason) == ("failed", "prompts", "duplicate")
+
+
+def test_every_candidate_is_an_answer_of_the_record_and_the_panel_is_the_agent() -> None:
+    row = _row(generation_models=["m1", "m1", "m2", "m2"], generations=["A", "B", "C", "D"],
+               scores=[4.0, 2.0, 5.0, 3.5], judge_model="j1 + j2")  # fmt: skip
+    record = build_record(row, dataset="ds", batch="batch-00000")
+    assert list(record["fields"]) == ["instruction", "response_1", "response_2", "response_3", "response_4"]
+    assert record["metadata"]["models"] == "m1,m1,m2,m2"
+    assert {s["agent"] for s in record["suggestions"]} == {"j1 + j2"}
+    assert [q["name"] for q in dataset_spec(4)["questions"]][:4] == ["rating_1", "rating_2", "rating_3", "rating_4"]
