@@ -65,12 +65,23 @@ def _parser() -> argparse.ArgumentParser:
     review.add_argument("--partition", action="append", help="only this batch (repeatable; default: every batch)")
     cache = sub.add_parser("cache", help="show or clear the request cache")
     cache.add_argument("action", choices=["stats", "clear"])
+    batches = sub.add_parser("batches", help="list, poll, cancel or resubmit the LLM batch jobs (mode: batch)")
+    batches.add_argument("action", choices=["list", "poll", "cancel", "resubmit"])
+    batches.add_argument("job", nargs="?", help="the job (cancel; resubmit: default every failed request)")
     return parser
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "cache":
         print(_cache_command(args.action))
+        return 0
+    if args.command == "batches":
+        from pref_assets.defs.batches import batches_command
+
+        try:
+            print(batches_command(load_settings(), args.action, args.job))
+        except (ValueError, KeyError, RuntimeError) as err:  # a bad job name, configuration or provider answer
+            raise CommandError(str(err)) from err
         return 0
     if args.command == "export":
         print(_export(args.path, args.asset, args.layout))

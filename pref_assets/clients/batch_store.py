@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections import defaultdict
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempt INTEGER NOT NULL,
     create_tried INTEGER NOT NULL DEFAULT 0,
     claimed_until REAL NOT NULL DEFAULT 0,
+    claimed_by TEXT,
     recorded_at REAL NOT NULL,
     submitted_at REAL,
     ended_at REAL,
@@ -202,6 +204,12 @@ class JobStore:
         row = self._db.execute("SELECT attempts FROM lines WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else 0
 
+    def retry_failed(self, job_key: str | None = None) -> int:
+        """Give the failed requests (of one job, or all) a fresh round of attempts; return how many."""
+        where = "state IN (?, ?)" + (" AND job_key = ?" if job_key else "")
+        args = (FAILED, ONLINE, *((job_key,) if job_key else ()))
+        return self._db.execute(f"UPDATE lines SET state = '{RETRY}', attempts = 0 WHERE {where}", args).rowcount
+
     def set_line(self, key: str, state: str, error: str | None = None) -> None:
         """Set one request's state (and the error a failed one carries)."""
         self._db.execute("UPDATE lines SET state = ?, error = ? WHERE key = ?", (state, error, key))
@@ -243,14 +251,19 @@ class JobStore:
                     )
 
     def claim(self, job_key: str) -> bool:
-        """Take the right to send ``job_key``'s create call for a while; False if another process holds it."""
-        now = time.time()
-        return bool(
-            self._db.execute(
-                "UPDATE jobs SET claimed_until = ? WHERE job_key = ? AND state = ? AND claimed_until < ?",
-                (now + CLAIM_S, job_key, SUBMITTING, now),
-            ).rowcount
-        )
+        """Take the right to send ``job_key``'s create call for a while; False if a live process holds it (a
+        claim of a process of this machine that died is void at once, any other once it times out)."""
+        now, me = time.time(), _process_id()
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT state, claimed_until, claimed_by FROM jobs WHERE job_key = ?", (job_key,)
+            ).fetchone()
+            if row is None or row[0] != SUBMITTING or (row[1] >= now and _alive(row[2])):
+                return False
+            db.execute(
+                "UPDATE jobs SET claimed_until = ?, claimed_by = ? WHERE job_key = ?", (now + CLAIM_S, me, job_key)
+            )
+        return True
 
     def mark_create_tried(self, job_key: str) -> None:
         """Note that a create call for ``job_key`` may have reached the provider."""
@@ -351,6 +364,24 @@ class JobStore:
     def _jobs(self, where: str, args: tuple[Any, ...]) -> list[Job]:
         columns = ", ".join(Job.__slots__)  # type: ignore[attr-defined]
         return [Job(*row) for row in self._db.execute(f"SELECT {columns} FROM jobs {where}", args)]
+
+
+def _process_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(holder: str | None) -> bool:
+    """Return whether the process ``holder`` names may still be running (another machine's: assume so)."""
+    host, _, pid = (holder or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return holder is not None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 ClientFor = Callable[[str], BatchAPIClient]

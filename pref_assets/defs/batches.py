@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from pref_assets.core.secrets import Secrets, secret_fingerprint
 from pref_assets.defs.resources import LLMResource, _endpoint_identity
 from pref_assets.settings import EMBEDDED, EndpointSettings, Settings
 
+# Set while the body of an asset that can wait for batch jobs runs (``waits_for_batches``); the LLM calls of any
+# other asset go online.
+_CAN_WAIT: ContextVar[bool] = ContextVar("pref_assets_can_wait_for_batches", default=False)
 SENSOR_NAME = "llm_batches"
 BATCH_FAILED = "batch_failed"
 STORE_FILE = "batch_jobs.sqlite"
@@ -112,6 +116,9 @@ def call_through_batches(
     submit what no job holds, record the step's partitions as waiting, and raise ``BatchesPending``."""
     modes = batch_endpoints(llm.endpoints)
     batch = {i: batch_request(llm, c) for i, c in enumerate(calls) if c.endpoint in modes}
+    if batch and not _CAN_WAIT.get():
+        context.log.info(f"{context.asset_key.to_user_string()} cannot wait for batch jobs: its calls go online")
+        batch = {}
     if batch:
         queue = open_queue(llm, log=context.log.info)
         try:
@@ -150,11 +157,14 @@ def waits_for_batches(settings: Settings, fn: Callable[..., Iterator[Any]]) -> C
     def body(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Iterator[Any]:
         llm: LLMResource = kwargs["llm"]
         figures = _job_figures(llm, context)
+        token = _CAN_WAIT.set(True)
         try:
             for event in fn(context, *args, **kwargs):
                 yield _with_figures(context, event, figures)
         except BatchesPending as pending:
             yield from _pending_events(context, pending)
+        finally:
+            _CAN_WAIT.reset(token)
 
     return body
 
@@ -269,3 +279,43 @@ def _run_requests(store: JobStore, assets: Sequence[dg.AssetsDefinition]) -> lis
         )
         for partition, keys in by_partition.items()
     ]
+
+
+def batches_command(settings: Settings, action: str, job_key: str | None = None) -> str:
+    """Run ``pref-assets batches ACTION``: ``list`` the jobs, ``poll`` them now (collect ended ones, resubmit
+    failed lines), ``cancel`` one, or ``resubmit`` the failed lines of one job (or of all)."""
+    from pref_assets.defs.resources import build_llm_resource
+
+    llm = build_llm_resource(settings).process_config_and_initialize()
+    queue = open_queue(llm, prices=batch_prices(settings), log=print)
+    try:
+        if action == "list":
+            return _jobs_listing(queue.store)
+        if action == "poll":
+            ended = queue.poll()
+            still = len(queue.store.jobs(states=["submitting", "open"]))
+            return f"{len(ended)} job(s) ended and collected; {still} open"
+        if job_key is None and action == "cancel":
+            raise ValueError("name the job to cancel (pref-assets batches list shows them)")
+        if action == "cancel":
+            return queue.cancel(str(job_key))
+        count = queue.store.retry_failed(job_key)
+        made = queue.resubmit()
+        return f"{count} failed request(s) resubmitted in {len(made)} job(s): {', '.join(made) or '-'}"
+    finally:
+        close_queue(queue)
+
+
+def _jobs_listing(store: JobStore) -> str:
+    jobs = store.jobs()
+    if not jobs:
+        return f"no batch jobs in {store.path}"
+    rows = [job.summary() | {"waiting": ", ".join(f"{a}/{p}" for a, p in store.waiters_of(job.job_key))}
+            for job in jobs]  # fmt: skip
+    columns = ["job", "provider_id", "endpoint", "state", "status", "attempt", "submitted", "completed", "failed",
+               "expired", "cost_usd", "turnaround_s", "waiting"]  # fmt: skip
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    lines += [f"  {r['job']}: {r['error']}" for r in rows if r["error"]]
+    return "\n".join(lines)

@@ -7,12 +7,14 @@
 A batch moves through ``validating``, ``in_progress`` and ``finalizing`` to ``completed`` as time passes (the
 ``*_s`` knobs); a file over the per-file limits, or with a bad line, fails validation. Knobs make some lines fail
 the first time their body is sent (``error_fraction``), the first ``expire_first`` batches expire with only part
-of their lines done, and a cancelled batch keeps the lines done before the cancel. Answers are those the online
-route gives for the same body (deterministic), without its fault knobs.
+of their lines done, a cancelled batch keeps the lines done before the cancel, and ``create_reply_delay_s``
+holds the answer to a create call after the batch exists (a client killed meanwhile never learns its id).
+Answers are those the online route gives for the same body (deterministic), without its fault knobs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.parser
 import hashlib
 import itertools
@@ -45,6 +47,7 @@ class BatchKnobs:
     expire_done_fraction: float = 0.5
     max_requests_per_file: int = 50_000
     max_bytes_per_file: int = 200 * 1024 * 1024
+    create_reply_delay_s: float = 0.0
 
     @classmethod
     def from_json(cls, text: str) -> BatchKnobs:
@@ -163,6 +166,8 @@ class FakeBatches:
         batch.counts["total"] = len(lines)
         self.batches[batch.id] = batch
         self.lines_sent += len(lines)
+        if self.knobs.create_reply_delay_s:  # the batch exists; the client has not heard so yet
+            await asyncio.sleep(self.knobs.create_reply_delay_s)
         await _json(send, 200, self._object(batch))
 
     async def list(self, scope: Scope, receive: Receive, send: Send) -> None:
