@@ -44,7 +44,8 @@ def test_healthy_batch_passes_every_ledger_check(tmp_path: Path) -> None:
     with run_fake_openai(seed=1) as server:
         job = build_definitions(_settings(server.base_url, tmp_path, 0.3)).resolve_job_def(JOB_NAME)
         result = job.execute_in_process(partition_key="batch-00000", instance=dg.DagsterInstance.ephemeral())
-    assert set(_checks(result)) == {"generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records"}
+    assert set(_checks(result)) == {"generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records",
+                                   "preference_pairs"}  # preference_job runs review and publish too
     evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
     assert {("prompts", "no_duplicate_prompts"), ("generations_by_model", "empty_answers"),
             ("ratings", "judge_parse_failures"), ("dpo_pairs", "tie_rate")} <= set(evaluations)  # fmt: skip
