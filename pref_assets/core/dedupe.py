@@ -17,6 +17,7 @@ import re
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 
 import numpy as np
 
@@ -28,7 +29,6 @@ from pref_assets.core.rows import PromptRow
 NEAR_DUPLICATE = "near_duplicate"
 DEDUPE_VERSION = "1"
 _WORD = re.compile(r"\w+")
-_MASK32 = np.uint64(0xFFFFFFFF)
 
 
 def prompt_words(row: PromptRow) -> list[str]:
@@ -67,13 +67,13 @@ class MinHasher:
         object.__setattr__(self, "_a", rng.integers(1, 2**63, self.num_perm, dtype=np.uint64) | np.uint64(1))
         object.__setattr__(self, "_b", rng.integers(0, 2**63, self.num_perm, dtype=np.uint64))
 
-    def signatures(self, shingles: Sequence[Sequence[int]], chunk_rows: int = 50_000) -> np.ndarray:
+    def signatures(self, shingles: Sequence[Sequence[int]], chunk_rows: int = 4_096) -> np.ndarray:
         """Return one signature (``num_perm`` uint32 minima) per shingle list; a row without shingles gets
         all-ones (it is never compared: see ``NearDuplicateFinder.add``)."""
         out = np.full((len(shingles), self.num_perm), 0xFFFFFFFF, dtype=np.uint32)
         counts = np.fromiter((len(s) for s in shingles), dtype=np.int64, count=len(shingles))
         present = np.flatnonzero(counts)
-        # about chunk_rows shingles at a time: the products are num_perm times that many 8-byte values
+        # about chunk_rows shingles at a time: the products (num_perm times that many 8-byte values) stay in cache
         start = 0
         while start < len(present):
             stop, total = start, 0
@@ -81,8 +81,10 @@ class MinHasher:
                 total += counts[present[stop]]
                 stop += 1
             rows = present[start:stop]
-            flat = np.fromiter((h for r in rows for h in shingles[r]), dtype=np.uint64, count=int(total))
-            hashed = ((flat[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)) & _MASK32
+            flat = np.fromiter(chain.from_iterable(shingles[r] for r in rows), dtype=np.uint64, count=int(total))
+            hashed = np.multiply.outer(flat, self._a)  # wraps mod 2**64; the high 32 bits are the hash
+            hashed += self._b
+            hashed >>= np.uint64(32)
             offsets = np.concatenate(([0], np.cumsum(counts[rows])[:-1]))
             out[rows] = np.minimum.reduceat(hashed, offsets, axis=0).astype(np.uint32)
             start = stop
