@@ -79,3 +79,4 @@ def test_assets_carry_kinds_owners_and_table_metadata_in_the_ui(
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert run["jobName"] == JOB_NAME and run["status"] == "SUCCESS"
     assert len(tags[CONFIG_TAG]) == 12 and tags["pref_assets/storage"] == str((tmp_path / "data").resolve())
+    assert tags["pref_assets/config_file"] == str(config) and tags["pref_assets/generators"] == "a=model-a, b=model-b"
