@@ -63,7 +63,8 @@ install_test_extras() {
 case "${1:-}" in
   run)
     install
-    echo "Running preference_job for ${2:-batch-00000} (the embedded model starts first; about 2 to 4 minutes):"
+    echo "Running preference_job for ${2:-batch-00000}; the embedded model answers one request at a time, so this"
+    echo "takes minutes (more on a busy machine; answers are cached for the next run). Each step's progress:"
     exec "$VENV/bin/pref-assets" run --partition "${2:-batch-00000}"
     ;;
   test)
