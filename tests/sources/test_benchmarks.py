@@ -68,3 +68,20 @@ def test_settings_need_paths_or_a_repo() -> None:
         BenchmarkSettings(name="x")
     with pytest.raises(ValueError, match="needs repo_id"):
         BenchmarkSettings(name="x", kind="hub")
+
+
+def test_a_hub_benchmark_reads_its_configuration_and_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    from pref_assets.sources import hub
+
+    asked = []
+    dataset = datasets.Dataset.from_dict({"question": ["Other question entirely", QUESTION], "answer": ["1", "2"]})
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "_load", lambda source, offline, config=None: asked.append((source, config)) or dataset)
+    spec = BenchmarkSettings(name="gsm", kind="hub", repo_id="org/gsm", config="main", columns=["question"])
+    index = build_benchmark_index(spec)
+    [(source, config)] = asked
+    assert (source.repo_id, source.split, config) == ("org/gsm", "test", "main")
+    found = find_contamination(words(QUESTION), index)
+    assert found is not None and found.ref == "hub:org/gsm[test]:row 2"

@@ -81,3 +81,19 @@ def test_the_embedded_set_is_checked_in_memory_with_the_same_rule(tmp_path: Path
     for i, kept in loose.near.items():
         batch, position = kept.row_id.removeprefix("batch-").split("#")
         assert int(batch) * 40 + int(position) < 120 + i, "a kept prompt comes before its near-duplicate"
+
+
+def test_a_hub_split_gets_its_stored_index_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    from pref_assets.sources import hub
+
+    dataset = datasets.Dataset.from_dict({"instruction": [TEXT, "Where do swallows spend the winter?", "Hello there",
+                                                          TEXT + " please", "Unrelated question on knots"]})
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "_load", lambda source, offline, config=None: dataset)
+    source = SourceSettings(kind="hub", repo_id="org/prompts")
+    read = read_source_batch(source, "batch-00001", 3, tmp_path, DedupeSettings())
+    assert list(read.near) == [0]
+    assert read.near[0].source_ref == "hub:org/prompts[train]:row 1" and read.near[0].row_id == "batch-00000#0"
+    assert len(list((tmp_path / "index").glob("near-hub-*.arrow"))) == 1
