@@ -28,6 +28,8 @@ import asyncio
 import gc
 import json
 import os
+import random
+import re
 import signal
 import statistics
 import subprocess
@@ -166,13 +168,16 @@ class JobRun:
 
 
 def write_prompts(path: Path, n: int) -> Path:
-    """Write ``n`` distinct prompts: the embedded set, then numbered variants of it."""
+    """Write ``n`` distinct prompts, none a near-duplicate of another: the embedded set, then prompts asking about
+    eight words drawn (seeded by the prompt's number) from the embedded set's vocabulary."""
     base = [json.loads(line) for line in embedded_path().read_text(encoding="utf-8").splitlines() if line.strip()]
+    words = sorted({w for row in base for w in re.findall(r"[a-z]{5,}", row["instruction"].lower())})
     rows = []
     for i in range(n):
         row = dict(base[i % len(base)])
         if i >= len(base):
-            row["instruction"] = f"{row['instruction']} (variant {i // len(base)})"
+            drawn = random.Random(i).sample(words, 8)
+            row["instruction"] = f"Write one paragraph that connects {', '.join(drawn[:-1])} and {drawn[-1]}."
         rows.append(json.dumps(row, ensure_ascii=False))
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path

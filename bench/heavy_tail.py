@@ -1,6 +1,7 @@
 """Benchmark: long-tailed latencies, generators and judge on separate endpoints, one partition end to end.
 
     .venv/bin/python bench/heavy_tail.py [--prompts 400] [--concurrency 50] [--median 1] [--p99 10]
+    .venv/bin/python bench/heavy_tail.py --base-url URL [--judge-base-url URL] --model NAME   # an external server
 
 Two fake servers draw each request's latency from a log-normal distribution (median 1 s, 99th percentile
 10 s by default). The two generators use endpoint ``gen`` (one server), the judge endpoint ``judge`` (the
@@ -26,7 +27,9 @@ import heapq
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +89,19 @@ class Recorder:
         ChatClient._exchange = self._original  # type: ignore[method-assign]
 
 
-def settings_for(gen_url: str, judge_url: str, prompts: Path, n: int, concurrency: int, store: Path) -> Settings:
+def settings_for(
+    gen_url: str, judge_url: str, prompts: Path, n: int, concurrency: int, store: Path, model: str = MODEL
+) -> Settings:
     """Return settings with the generators on endpoint ``gen`` and the judge on endpoint ``judge``."""
     endpoints = [
         EndpointSettings(name=name, base_url=url, max_concurrency=concurrency, structured_output="json_schema")
         for name, url in (("gen", gen_url), ("judge", judge_url))
     ]
     generators = [
-        ModelSettings(name=f"gen-{t}", endpoint="gen", model=MODEL, params={"temperature": t, "max_tokens": 64})
+        ModelSettings(name=f"gen-{t}", endpoint="gen", model=model, params={"temperature": t, "max_tokens": 64})
         for t in (0.2, 1.0)
     ]
-    judge = JudgeSettings(name="judge", endpoint="judge", model=MODEL, params={"temperature": 0.0, "max_tokens": 384})
+    judge = JudgeSettings(name="judge", endpoint="judge", model=model, params={"temperature": 0.0, "max_tokens": 384})
     return Settings(
         storage_dir=str(store),
         batch_size=n,
@@ -199,6 +204,17 @@ def ideals(gens: Sequence[Exchange], judges: Sequence[Exchange], concurrency: in
     return {"stage_sum": stage_sum, "bound": bound, "barrier": barrier, "pipelined": pipelined}
 
 
+def exchanges_by_endpoint(exchanges: Sequence[Exchange], urls: dict[str, str]) -> dict[str, list[Exchange]]:
+    """Return the exchanges of each endpoint by its URL; when both share one, the judge's are the exchanges that
+    started after the last generation was sent (the job's stage barrier)."""
+    if urls["gen"] != urls["judge"]:
+        return {name: [e for e in exchanges if e.url.startswith(url)] for name, url in urls.items()}
+    ordered = sorted(exchanges, key=lambda e: e.start)
+    gaps = [(b.start - a.start, i + 1) for i, (a, b) in enumerate(pairwise(ordered))]
+    cut = max(gaps)[1] if gaps else len(ordered)  # the longest pause between two sends: the grouped step
+    return {"gen": ordered[:cut], "judge": ordered[cut:]}
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -208,22 +224,29 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="max_concurrency of each endpoint")
     parser.add_argument("--median", type=float, default=1.0, help="median latency, seconds")
     parser.add_argument("--p99", type=float, default=10.0, help="99th percentile latency, seconds")
+    parser.add_argument("--base-url", default=None, help="an OpenAI-compatible server for both endpoints")
+    parser.add_argument("--judge-base-url", default=None, help="the judge's server (default: --base-url)")
+    parser.add_argument("--model", default=MODEL, help="the model every generator and the judge ask")
     args = parser.parse_args()
     n, c = args.prompts, args.concurrency
     knobs = {"latency": args.median, "latency_dist": "lognormal", "latency_p99": args.p99}
-    with (
-        tempfile.TemporaryDirectory(prefix="pref-heavy-") as tmp,
-        run_fake_openai(seed=1, **knobs) as gen_server,
-        run_fake_openai(seed=2, **knobs) as judge_server,
-        Recorder() as recorder,
-    ):
+    with tempfile.TemporaryDirectory(prefix="pref-heavy-") as tmp, ExitStack() as stack:
+        if args.base_url:  # an external server: its own latencies, no server-side counters
+            urls = {"gen": args.base_url, "judge": args.judge_base_url or args.base_url}
+            servers: dict[str, Any] = {}
+        else:
+            fakes = (("gen", 1), ("judge", 2))
+            servers = {name: stack.enter_context(run_fake_openai(seed=seed, **knobs)) for name, seed in fakes}
+            urls = {name: server.base_url for name, server in servers.items()}
+        recorder = stack.enter_context(Recorder())
         work = Path(tmp)
         prompts = write_prompts(work / "prompts.jsonl", n)
-        settings = settings_for(gen_server.base_url, judge_server.base_url, prompts, n, c, work / "store")
+        settings = settings_for(urls["gen"], urls["judge"], prompts, n, c, work / "store", args.model)
         run = run_job(settings)
-        server_stats = {"gen": gen_server.stats(), "judge": judge_server.stats()}
-        urls = {"gen": gen_server.base_url, "judge": judge_server.base_url}
-    by_endpoint = {name: [e for e in recorder.exchanges if e.url.startswith(url)] for name, url in urls.items()}
+        server_stats = {name: server.stats() for name, server in servers.items()}
+    if urls["gen"] == urls["judge"]:
+        print("generators and judge on one server: the endpoints are told apart by the order of the stages")
+    by_endpoint = exchanges_by_endpoint(recorder.exchanges, urls)
     print(
         f"heavy-tail: {n} prompts, partition {PARTITION}, latency log-normal median {args.median:g}s "
         f"p99 {args.p99:g}s, max_concurrency {c} per endpoint (gen: 2 generators, judge: the judge)"
@@ -234,8 +257,9 @@ def main() -> None:
     )
     for name, exchanges in by_endpoint.items():
         figures = endpoint_figures(name, exchanges, c)
-        stats = server_stats[name]
-        print(f"{figures.line(c)}; server saw requests={stats['requests']} max_in_flight={stats['max_in_flight']}")
+        stats = server_stats.get(name)
+        seen = f"server saw requests={stats['requests']} max_in_flight={stats['max_in_flight']}" if stats else ""
+        print(f"{figures.line(c)}; {seen or 'server counters: none (external server)'}")
     gens, judges = by_endpoint["gen"], by_endpoint["judge"]
     ideal = ideals(gens, judges, c)
     span = (max(e.end for e in gens) - min(e.start for e in gens)) + (

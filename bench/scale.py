@@ -22,7 +22,6 @@ storage, prompts, logs); every process started here is stopped at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "services"))
 
 import backfill_timing as bt  # noqa: E402
+from engine import write_prompts  # noqa: E402
 
 from pref_assets.settings import (  # noqa: E402
     BackfillSettings,
@@ -51,7 +51,6 @@ from pref_assets.settings import (  # noqa: E402
     Settings,
     SourceSettings,
 )
-from pref_assets.sources.embedded import embedded_path  # noqa: E402
 from pref_assets.testing.fake_openai import run_fake_openai  # noqa: E402
 from pref_assets.testing.fake_pipeline import write_settings  # noqa: E402
 
@@ -73,11 +72,19 @@ class Endpoint:
     base_url: str
     model: str
     server: Any = None
+    cpu_at_reset: float = 0.0
 
     def reset(self) -> None:
-        """Zero the fake server's counters."""
+        """Zero the fake server's counters and note its CPU time."""
         if self.server is not None:
             self.server.reset()
+            self.cpu_at_reset = cpu_seconds(self.server.process.pid)
+
+    def cpu_since_reset(self) -> float | None:
+        """Return the CPU seconds the fake server used since the last reset (None: an external server)."""
+        if self.server is None:
+            return None
+        return cpu_seconds(self.server.process.pid) - self.cpu_at_reset
 
     def stats(self) -> str:
         """Return the fake server's counters as one line, or a note that there are none."""
@@ -98,18 +105,6 @@ def endpoint(base_url: str | None, model: str, latency: float) -> Iterator[Endpo
 
 
 # ---------------------------------------------------------------- settings, prompts, instance
-
-
-def write_prompts(path: Path, n: int) -> Path:
-    """Write ``n`` distinct prompts: the embedded set, then numbered variants of it."""
-    base = [json.loads(x) for x in embedded_path().read_text(encoding="utf-8").splitlines() if x.strip()]
-    with path.open("w", encoding="utf-8") as out:
-        for i in range(n):
-            row = dict(base[i % len(base)])
-            if i >= len(base):
-                row["instruction"] = f"{row['instruction']} (variant {i // len(base)})"
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
 
 
 def settings_for(
@@ -183,6 +178,7 @@ class Proc:
 
     role: str
     peak_kb: int = 0
+    cpu_s: float = 0.0
 
 
 class TreeSampler:
@@ -236,10 +232,15 @@ class TreeSampler:
             if proc is None:
                 proc = self.procs[pid] = Proc(_role(pid))
             proc.peak_kb = max(proc.peak_kb, peak)
+            proc.cpu_s = max(proc.cpu_s, cpu_seconds(pid))
 
     def peaks(self, role: str) -> list[float]:
         """Return the peak RSS in MB of every process of ``role`` seen."""
         return sorted((p.peak_kb / 1024 for p in self.procs.values() if p.role == role), reverse=True)
+
+    def cpu_s(self) -> float:
+        """Return the CPU seconds (user + system) of every process seen, as last sampled."""
+        return sum(p.cpu_s for p in self.procs.values())
 
     def summary(self) -> str:
         """Return the largest peak of each role, and how many processes had it."""
@@ -249,6 +250,15 @@ class TreeSampler:
             peaks = self.peaks(role)
             parts.append(f"{role}: n={len(peaks)} max={peaks[0]:.0f}MB")
         return "; ".join(parts)
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user + system CPU seconds ``pid`` has used (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _vm_hwm(pid: int) -> int | None:
@@ -307,6 +317,8 @@ class Outcome:
     runs: list[RunTiming]
     rss: TreeSampler
     notes: dict[str, object] = field(default_factory=dict)
+    server_cpu_s: float | None = None  # the fake server's CPU over the outcome (None: an external server)
+    requests: int = 0
 
     @property
     def wall_s(self) -> float:
@@ -663,11 +675,32 @@ def scale_once(args: argparse.Namespace, ep: Endpoint, n: int, work: Path) -> tu
     else:
         label = f"N={n}: {len(keys)} batches, asset backfill ({args.partitions_per_run} a run, {runs_at_once} at once)"
         outcome = asset_backfill(label, setup, keys, args.timeout)
+    outcome.server_cpu_s = ep.cpu_since_reset()
+    outcome.requests = ep.server.stats()["requests"] if ep.server is not None else CALLS_PER_PROMPT * n
     describe(outcome)
     print(f"  {ep.stats()}")
     ok = print_checks(f"N={n}", check_rows(setup.store, keys, size, n))
     floor = CALLS_PER_PROMPT * n * latency / conc
     return outcome, ok, floor
+
+
+def cpu_lines(n: int, outcome: Outcome, floor: float) -> list[str]:
+    """Return where the CPU went: the fake server's, the Dagster processes' (daemon, code server, run workers;
+    sampled every 0.5 s, so a little low), and the floor that CPU sets on this machine's cores."""
+    server_cpu, requests = outcome.server_cpu_s, outcome.requests
+    ours = outcome.rss.cpu_s()
+    cores = len(os.sched_getaffinity(0))
+    if server_cpu is None:
+        return [f"N={n}: CPU of the Dagster processes {ours:.0f}s ({ours / requests * 1000:.2f} ms/request)"]
+    total = server_cpu + ours
+    cpu_floor = total / cores
+    return [
+        f"N={n}: CPU: fake server {server_cpu:.0f}s ({server_cpu / requests * 1000:.2f} ms/request: alone on one "
+        f"core at most {requests / server_cpu:.0f} req/s; the floor needs {requests / floor:.0f}/s), Dagster "
+        f"processes {ours:.0f}s ({ours / requests * 1000:.2f} ms/request), together {total:.0f}s on {cores} cores: "
+        f"CPU-bound floor {cpu_floor:.0f}s; wall / max(endpoint floor, CPU floor) = "
+        f"{outcome.wall_s / max(floor, cpu_floor):.2f}x",
+    ]
 
 
 def scenario_scale(args: argparse.Namespace, work: Path) -> list[str]:
@@ -693,6 +726,7 @@ def scenario_scale(args: argparse.Namespace, work: Path) -> list[str]:
                 f"(daemon pickup {outcome.first_created_s:.1f}s, run start-up, prompts/grouped/pairs/records)",
                 f"N={n}: step seconds summed over runs: {totals}",
                 f"N={n}: peak RSS {outcome.rss.summary()}",
+                *cpu_lines(n, outcome, floor),
             ]
     if len(peaks) == 2:
         small, big = sorted(peaks)
@@ -737,11 +771,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace, work: Path) -> None:
     """Run the scenarios in ``work`` and print the summary."""
-    summary: list[str] = []
+    summary: list[str] = [f"load average at the start: {os.getloadavg()[0]:.1f} ({len(os.sched_getaffinity(0))} cores)"]
     if args.scenario in ("partitions", "all"):
         summary += ["[partitions]", *scenario_partitions(args, work)]
     if args.scenario in ("scale", "all"):
         summary += ["[scale]", *scenario_scale(args, work)]
+    summary.append(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print("\n=== figures ===")
     print("\n".join(summary))
 
