@@ -9,6 +9,7 @@ Runs go to the Dagster instance in ``$DAGSTER_HOME`` (the current folder when un
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -158,30 +159,29 @@ def _print_progress(instance: dg.DagsterInstance, run_id: str, done: threading.E
             return
 
 
-def _progress_line(entry: object) -> str | None:
+def _progress_line(entry: dg.EventLogEntry) -> str | None:
     import dagster as dg
 
-    event = entry.dagster_event  # type: ignore[attr-defined]
-    step = entry.step_key or ""  # type: ignore[attr-defined]
-    if event is None:
-        level = entry.level  # type: ignore[attr-defined]
-        return f"{step}: {entry.user_message}" if step and level >= 20 else None  # type: ignore[attr-defined]
+    event, step = entry.dagster_event, entry.step_key or ""
+    if event is None:  # a step's own log line
+        return f"{step}: {entry.user_message}" if step and entry.level >= logging.INFO else None
     kind = event.event_type
     if kind == dg.DagsterEventType.RUN_START:
-        return f"run {entry.run_id} of {event.job_name} started"  # type: ignore[attr-defined]
+        return f"run {entry.run_id} of {event.job_name} started"
     if kind == dg.DagsterEventType.STEP_START:
         return f"{step}: started"
     if kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
-        materialization = event.event_specific_data.materialization
+        materialization = event.step_materialization_data.materialization
         meta = materialization.metadata
         counts = ", ".join(f"{k} {meta[k].value}" for k in ("ok", "failed", "skipped") if k in meta and meta[k].value)
         rows = meta.get("dagster/row_count")
         counts = counts or (f"{rows.value} rows" if rows is not None else "done")
         return f"{materialization.asset_key.to_user_string()} [{materialization.partition}]: {counts}"
     if kind == dg.DagsterEventType.STEP_FAILURE:
-        return f"{step}: FAILED: {event.event_specific_data.error.message.strip().splitlines()[0][:300]}"
+        message = event.step_failure_data.error.message if event.step_failure_data.error else "failed"
+        return f"{step}: FAILED: {message.strip().splitlines()[0][:300]}"
     if kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-        evaluation = event.event_specific_data
+        evaluation = event.asset_check_evaluation_data
         return None if evaluation.passed else f"{step}: check {evaluation.check_name} did not pass"
     return None
 
