@@ -20,7 +20,7 @@ from pref_assets.core.rows import PreferenceRow, column_docs
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import schemas
 from pref_assets.defs.jobs import config_file, config_identity
-from pref_assets.defs.stages.common import backfill_policy
+from pref_assets.defs.stages.common import FOLLOW_UPSTREAM, backfill_policy
 from pref_assets.export import PAIR_COLUMNS, collect_pairs, partition_files, to_layout
 from pref_assets.hub_upload import publishing, push, write_local
 from pref_assets.settings import Settings
@@ -51,6 +51,8 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
         deps=[publish.asset],
         partitions_def=partitions,
         backfill_policy=backfill_policy(settings),
+        # with the follow_upstream sensor on, final pairs rebuilt on their own are republished too
+        automation_condition=FOLLOW_UPSTREAM,
         group_name="publish",
         description="The final preference set of every materialized batch, with a dataset card; pushed to the "
         "Hugging Face Hub when publish.repo_id and a token are set, written locally in any case.",

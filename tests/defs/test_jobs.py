@@ -46,3 +46,20 @@ def test_the_identity_tells_configurations_apart_and_tags_every_named_job(tmp_pa
         tags = defs.resolve_job_def(job).tags
         assert tags["pref_assets/config"] == one["config"] and tags["pref_assets/storage"] == str(tmp_path / "a")
     assert all(len(v) <= 200 for v in config_tags({"long": "x" * 500}).values())
+
+
+def test_final_pairs_rebuilt_on_their_own_are_republished_by_automation(tmp_path: Path) -> None:
+    from pref_assets.testing.fake_openai import run_fake_openai
+    from pref_assets.testing.fake_pipeline import fake_settings
+
+    with dg.instance_for_test() as instance, run_fake_openai(seed=2) as server:
+        defs = build_definitions(fake_settings(server.base_url, tmp_path, batch_size=4, batches=2))
+        assert defs.resolve_job_def(JOB_NAME).execute_in_process(partition_key="batch-00000", instance=instance).success
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        pairs = [dg.AssetKey("preference_pairs")]
+        job = defs.resolve_implicit_global_asset_job_def()
+        assert job.execute_in_process(partition_key="batch-00000", instance=instance, asset_selection=pairs).success
+        second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    requested = {r.key.to_user_string(): set(r.true_subset.expensively_compute_partition_keys())
+                 for r in second.results if r.true_subset.size}  # fmt: skip
+    assert requested == {"preference_dataset": {"batch-00000"}}
