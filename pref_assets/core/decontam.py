@@ -11,15 +11,18 @@ Runs are looked up by Python's hash of the word tuple: an index lives in one pro
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from pref_assets.core import status
-from pref_assets.core.dedupe import prompt_words
+from pref_assets.core.dedupe import NEAR_DUPLICATE, prompt_words
+from pref_assets.core.prompts import DUPLICATE
 from pref_assets.core.rows import PromptRow
 
 CONTAMINATED = "contaminated"
+_REASON = re.compile(rf"{CONTAMINATED}: (.*?) row \d+ \(")
 
 
 @dataclass(slots=True)
@@ -111,3 +114,21 @@ def mark_contaminated(
                 row = replace(row, **status.failure(status.STAGE_PROMPTS, found.reason()))
         out.append(row)
     return out, counts
+
+
+def clean_prompt_counts(rows: Iterable[PromptRow]) -> dict[str, object]:
+    """Return what the prompt checks failed over ``rows`` (any number of batches of ``prompts``): near-duplicates,
+    exact repeats, and contaminated prompts per benchmark, read from the rows' reasons (for the dataset card)."""
+    near = repeats = 0
+    by_benchmark: Counter[str] = Counter()
+    for row in rows:
+        reason = row.reason or ""
+        if reason.startswith(f"{NEAR_DUPLICATE}:"):
+            near += 1
+        elif reason.startswith(f"{DUPLICATE}:"):
+            repeats += 1
+        else:
+            found = _REASON.match(reason)
+            if found:
+                by_benchmark[found.group(1)] += 1
+    return {"near_duplicates": near, "duplicates": repeats, "contaminated": dict(by_benchmark)}

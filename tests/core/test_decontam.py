@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pref_assets.core.decontam import BenchmarkIndex, find_contamination, mark_contaminated
-from pref_assets.core.dedupe import words
+from pref_assets.core.decontam import BenchmarkIndex, clean_prompt_counts, find_contamination, mark_contaminated
+from pref_assets.core.dedupe import NearOriginal, mark_near_duplicates, words
+from pref_assets.core.prompts import RawRow, normalize_rows
 from pref_assets.core.rows import PromptRow
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May."
@@ -55,3 +56,12 @@ def test_marking_counts_per_benchmark_and_the_first_benchmark_wins() -> None:
     assert out[1].reason.startswith("contaminated: second row 2")
     assert out[2].ok
     assert mark_contaminated(rows, []) == (rows, {})
+
+
+def test_counts_for_the_card_are_read_back_from_the_reasons() -> None:
+    raw = [RawRow(f"f:{i}", {"instruction": t}) for i, t in enumerate(["a b", "A  B", QUESTION, "fresh", "x y z"])]
+    rows = normalize_rows(raw, {}, max_chars=999, row_key=lambda i: f"b#{i}")
+    rows, _ = mark_contaminated(rows, [_index("gsm8k-test", [QUESTION])])
+    rows = mark_near_duplicates(rows, {4: NearOriginal("b#3", "f:3", 0.9)})
+    counts = clean_prompt_counts(rows)
+    assert counts == {"near_duplicates": 1, "duplicates": 1, "contaminated": {"gsm8k-test": 1}}
