@@ -27,6 +27,7 @@ def test_asset_graph_snapshot() -> None:
         "human_feedback": ["argilla_records"],
         "preference_pairs": ["human_feedback", "ratings"],
         "preference_dataset": ["preference_pairs"],
+        "judge_calibration": [],
     }
 
 
