@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_embedded_judge_calibrates_as_a_smoke_test(tmp_path: Path) -> None:
-    settings = Settings(storage_dir=str(tmp_path), calibration={"limit": 3})
+    settings = Settings(storage_dir=str(tmp_path), calibration={"limit": 1})
     defs = build_definitions(settings)
     asset = defs.get_assets_def(ASSET)
     assert asset.descriptions_by_key[dg.AssetKey(ASSET)].startswith("SMOKE TEST")
@@ -25,9 +25,9 @@ def test_the_embedded_judge_calibrates_as_a_smoke_test(tmp_path: Path) -> None:
     [event] = result.get_asset_materialization_events()
     metadata = {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
     assert metadata["smoke_test"] is True and metadata["note"] == SMOKE_TEST
-    assert metadata["pairs"] == 3 and metadata["judges"] == ["smollm2-judge"]
+    assert metadata["pairs"] == 1 and metadata["judges"] == ["smollm2-judge"]
     rows = pl.read_parquet(tmp_path / ASSET / "all.parquet")
-    assert rows.height == 3 * 2 * 2
+    assert rows.height == 1 * 2 * 2
     judged = rows.filter(pl.col("judge") == "smollm2-judge")
     assert judged["verdict"].is_not_null().sum() + judged["failure"].is_not_null().sum() == judged.height
     assert metadata["parse_rate"] == round(judged["verdict"].is_not_null().sum() / judged.height, 4)
