@@ -6,6 +6,7 @@ panel are its metadata, each presentation a stored row, and the ``calibration_ac
 panel's accuracy is below ``calibration.min_accuracy``. Logic: ``pref_assets.core.calibration``.
 """
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ ASSET = "judge_calibration"
 CHECK = "calibration_accuracy"
 GROUP = "calibration"
 CODE_VERSION = "1"
+BATCH_RUN_TAGS = ("dagster/partition", "dagster/asset_partition_range_start")
+HOW_TO_RUN = "dagster asset materialize --select judge_calibration -m pref_assets.definitions"
 SMOKE_TEST = (
     "SMOKE TEST: the embedded SmolLM2-135M judge cannot judge; these figures only show that the calibration runs. "
     "Configure a real judge to measure it."
@@ -64,8 +67,16 @@ def build_calibration_asset(settings: Settings) -> dg.AssetsDefinition:
 
     @dg.asset(name=ASSET, description=about, group_name=GROUP, io_manager_key="parquet_io", dagster_type=FRAME,
               code_version=f"{CODE_VERSION}-{RUBRIC_VERSION}", check_specs=[check], pool=LLM_POOL,
-              metadata={"dagster/column_schema": _column_schema()})  # fmt: skip
-    def judge_calibration(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.MaterializeResult:
+              metadata={"dagster/column_schema": _column_schema()}, output_required=False)  # fmt: skip
+    def judge_calibration(
+        context: dg.AssetExecutionContext, llm: LLMResource
+    ) -> Iterator[dg.MaterializeResult | dg.Output]:
+        if any(tag in context.run.tags for tag in BATCH_RUN_TAGS):
+            # `--select '*' --partition K` selects this asset too: a batch run is no time to pay for calibration
+            context.log.info(f"{ASSET} is not run with a batch; materialize it on its own: {HOW_TO_RUN}")
+            for name in context.assets_def.check_specs_by_output_name:  # the check is not evaluated either
+                yield dg.Output(None, output_name=name)
+            return
         try:
             pairs, problems = read_calibration_pairs(settings.calibration.path, settings.calibration.limit)
         except PromptSourceError as err:
@@ -86,7 +97,7 @@ def build_calibration_asset(settings: Settings) -> dg.AssetsDefinition:
             description=None if passed else _warning(accuracy, minimum, smoke_test(settings)),
             metadata={"accuracy": _number(accuracy), "min_accuracy": dg.MetadataValue.float(minimum)},
         )  # fmt: skip
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             value=_frame(shown),
             metadata=_metadata(settings, pairs, problems, report, outcomes_cost=budget.spent_usd),
             check_results=[check_result],

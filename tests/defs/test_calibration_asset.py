@@ -85,3 +85,13 @@ def test_a_user_set_with_a_bad_row_and_the_asset_outside_the_batch_jobs(tmp_path
     assert shown["rows_left_out"] == [f"{path}:4: worse missing, empty, not text or over 20000 characters"]
     assert result.get_asset_check_evaluations()[0].passed, "min_accuracy 0 always passes"
     assert dg.AssetKey(ASSET) not in defs.resolve_job_def(JOB_NAME).asset_layer.executable_asset_keys
+
+
+def test_a_batch_run_selecting_every_asset_leaves_calibration_alone(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, "http://127.0.0.1:9/v1")  # nothing listens: a call would fail the step
+    defs = build_definitions(settings)
+    result = dg.materialize([defs.get_assets_def(ASSET)], resources=defs.resources,
+                            instance=dg.DagsterInstance.ephemeral(), tags={"dagster/partition": "batch-00000"})
+    assert result.success and result.get_asset_materialization_events() == []
+    assert result.get_asset_check_evaluations() == []
+    assert not (Path(settings.storage_dir) / ASSET).exists()
