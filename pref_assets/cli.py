@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,6 +133,7 @@ def _materialize(partition: str, job_name: str | None = None, assets: list[str] 
     with _instance() as instance:
         if partition not in job.partitions_def.get_partition_keys(dynamic_partitions_store=instance):
             raise CommandError(f"no batch {partition!r} in this configuration's source")
+        _note_other_configuration(instance, job.tags)
         done = threading.Event()
         printer = threading.Thread(target=_print_progress, args=(instance, run_id, done), daemon=True)
         printer.start()
@@ -142,6 +144,19 @@ def _materialize(partition: str, job_name: str | None = None, assets: list[str] 
             done.set()
             printer.join()
     return result.success
+
+
+def _note_other_configuration(instance: dg.DagsterInstance, tags: Mapping[str, str]) -> None:
+    """Say so when the instance's last named run was made with another configuration: their asset histories mix."""
+    from pref_assets.defs.jobs import CONFIG_TAG, STORAGE_TAG
+
+    last = next((r for r in instance.get_runs(limit=50) if CONFIG_TAG in r.tags), None)
+    if last is None or last.tags[CONFIG_TAG] == tags.get(CONFIG_TAG):
+        return
+    home = os.environ.get("DAGSTER_HOME", "")
+    print(f"note: the last run in the Dagster instance at {home} used another configuration "
+          f"({last.tags[CONFIG_TAG]}, storage {last.tags.get(STORAGE_TAG, '?')}); both share one asset history. "
+          "Give each configuration its own DAGSTER_HOME to keep them apart.", flush=True)  # fmt: skip
 
 
 def _print_progress(instance: dg.DagsterInstance, run_id: str, done: threading.Event) -> None:

@@ -155,3 +155,30 @@ def test_summary_reads_the_configuration_of_the_batch_s_last_run(
     assert "dpo_pairs              ok 1" in out and "preference_dataset     not materialized" in out
     assert main(["summary", "--partition", "batch-00000"]) == 0  # no run of that batch: the defaults
     assert capsys.readouterr().out.startswith("configuration: the embedded default")
+
+
+def test_a_run_with_another_configuration_in_the_same_instance_is_noted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import dagster as dg
+
+    from pref_assets.cli import _note_other_configuration
+    from pref_assets.defs.jobs import CONFIG_TAG, STORAGE_TAG
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job
+    def earlier() -> None:
+        noop()
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        tags = {CONFIG_TAG: "aaaaaaaaaaaa", STORAGE_TAG: "/a"}
+        assert earlier.execute_in_process(instance=instance, tags=tags).success
+        _note_other_configuration(instance, {CONFIG_TAG: "aaaaaaaaaaaa"})
+        assert capsys.readouterr().out == ""
+        _note_other_configuration(instance, {CONFIG_TAG: "bbbbbbbbbbbb"})
+    out = capsys.readouterr().out
+    assert out.startswith("note: the last run") and "(aaaaaaaaaaaa, storage /a)" in out and "DAGSTER_HOME" in out

@@ -28,6 +28,7 @@ PUSH_ASSETS = ("argilla_records",)
 TAG_PREFIX = "pref_assets/"
 CONFIG_TAG = f"{TAG_PREFIX}config"
 CONFIG_FILE_TAG = f"{TAG_PREFIX}config_file"
+STORAGE_TAG = f"{TAG_PREFIX}storage"
 _TAG_CHARS = 200
 
 
