@@ -159,7 +159,7 @@ def _files_near(
                 rows = whole[lo:hi] if whole is not None else read_rows(file.path, file.index, lo, hi)
                 yield rows, known_repeats(file.index, lo, hi)
 
-    return stored_near(folder, name, version, chunks, mapping, max_chars, dedupe)
+    return stored_near(folder, name, version, chunks, mapping, dedupe)
 
 
 def _files_ref(sources: Sequence[_File], position: int) -> str:

@@ -91,8 +91,7 @@ def read_hub_rows(
             return _near_chunks(dataset, total, index, where)
 
         near_dir = index_dir if fingerprint else None
-        near = stored_near(near_dir, f"near-{name}", near_version(dedupe, version), chunks, source.columns,
-                           source.max_prompt_chars, dedupe)  # fmt: skip
+        near = stored_near(near_dir, f"near-{name}", near_version(dedupe, version), chunks, source.columns, dedupe)
     return rows, index, near
 
 
