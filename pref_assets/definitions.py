@@ -8,10 +8,14 @@ module-level definitions in a file under ``pref_assets/defs/`` (dg's defs folder
 from __future__ import annotations
 
 import gc
+import importlib
+import pkgutil
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from pref_assets.defs.batches import batch_sensors
 from pref_assets.defs.calibration import build_calibration_asset
@@ -94,9 +98,29 @@ def described(
     return [asset.map_asset_specs(describe) for asset in assets]
 
 
+# What dg's defs folder loader collects from a module's top level.
+_DEFINITION_TYPES = (dg.AssetsDefinition, dg.AssetSpec, dg.SensorDefinition, dg.ScheduleDefinition, dg.JobDefinition,
+                     UnresolvedAssetJobDefinition, dg.Definitions)  # fmt: skip
+
+
+def has_module_level_definitions(package: ModuleType) -> bool:
+    """Return whether a module under ``package`` defines Dagster definitions at its top level, or a folder holds a
+    component (``defs.yaml``): what dg's loader would add to the builders' definitions."""
+    folder = Path(str(package.__file__)).parent
+    if next(folder.rglob("defs.yaml"), None) is not None:
+        return True
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        if any(isinstance(value, _DEFINITION_TYPES) for value in vars(importlib.import_module(info.name)).values()):
+            return True
+    return False
+
+
 def _autoloaded() -> dg.Definitions:
-    """Return the module-level definitions under ``pref_assets/defs/`` when run from a dg project checkout."""
-    if not (PROJECT_ROOT / "pyproject.toml").is_file():
+    """Return the module-level definitions under ``pref_assets/defs/`` when run from a dg project checkout. The
+    loader is only called when there are some: it costs about half a second in every Dagster process."""
+    import pref_assets.defs
+
+    if not (PROJECT_ROOT / "pyproject.toml").is_file() or not has_module_level_definitions(pref_assets.defs):
         return dg.Definitions()
     return dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
 

@@ -14,10 +14,14 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from pref_assets.settings import CONFIG_ENV, DEFAULT_CONFIG_FILE, Settings
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 JOB_NAME = "preference_job"
 REVIEW_JOB_NAME = "review_job"
@@ -67,7 +71,7 @@ def _cut(value: str) -> str:
     return value if len(value) <= _TAG_CHARS else value[: _TAG_CHARS - 1] + "…"
 
 
-def build_jobs(assets: Sequence[dg.AssetsDefinition], tags: dict[str, str]) -> list[dg.UnresolvedAssetJobDefinition]:
+def build_jobs(assets: Sequence[dg.AssetsDefinition], tags: dict[str, str]) -> list[UnresolvedAssetJobDefinition]:
     """Return ``preference_job`` (``assets``: the chain, review and publish), ``review_job`` and
     ``argilla_push_job``, all tagged with ``tags``."""
     every = dg.AssetSelection.assets(*assets)
