@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import dagster as dg
 
 ASSETS = ("prompts", "generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records")
-REVIEW_ASSETS = ("human_feedback", "preference_pairs")
+REVIEW_STAGES = ("human_feedback", "preference_pairs")
 EXPORT_SUFFIXES = (".parquet", ".jsonl")
 # Seconds between two looks at a running step's events.
 _POLL_S = 1.0
@@ -282,7 +282,7 @@ def summarize(partition: str) -> str:
     settings, where = summary_settings(partition)
     base = settings.storage_dir
     lines = [f"configuration: {where}; storage_dir: {Path(base).resolve()}", f"batch {partition}:"]
-    for name in (*ASSETS, *REVIEW_ASSETS):
+    for name in (*ASSETS, *REVIEW_STAGES):
         path = partition_path(base, name, partition)
         if not path.is_file():
             lines.append(f"  {name:<22} not materialized")
