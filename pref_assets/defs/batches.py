@@ -12,6 +12,7 @@ as failed rows carrying the provider's error.
 from __future__ import annotations
 
 import functools
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -284,9 +285,9 @@ def _run_requests(store: JobStore, assets: Sequence[dg.AssetsDefinition]) -> lis
 def batches_command(settings: Settings, action: str, job_key: str | None = None) -> str:
     """Run ``pref-assets batches ACTION``: ``list`` the jobs, ``poll`` them now (collect ended ones, resubmit
     failed lines), ``cancel`` one, or ``resubmit`` the failed lines of one job (or of all)."""
-    from pref_assets.defs.resources import build_llm_resource
-
-    llm = build_llm_resource(settings).process_config_and_initialize()
+    keys = {e.name: os.environ.get(e.api_key_env, "") for e in settings.endpoints if e.api_key_env}
+    llm = LLMResource(endpoints=settings.endpoints, api_keys={name: key for name, key in keys.items() if key},
+                      cache_path=settings.cache_path(), private_files=settings.private_files)  # fmt: skip
     queue = open_queue(llm, prices=batch_prices(settings), log=print)
     try:
         if action == "list":
