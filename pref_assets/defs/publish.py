@@ -18,7 +18,7 @@ from pref_assets.core.card import CardFacts, render_card
 from pref_assets.core.paths import contained_path
 from pref_assets.core.rows import PreferenceRow, column_docs
 from pref_assets.core.rubric import RUBRIC_VERSION
-from pref_assets.defs import schemas
+from pref_assets.defs import card_sections, schemas
 from pref_assets.defs.jobs import config_file, config_identity
 from pref_assets.defs.stages.common import FOLLOW_UPSTREAM, backfill_policy
 from pref_assets.export import PAIR_COLUMNS, collect_pairs, partition_files, to_layout
@@ -121,7 +121,10 @@ def review_section(settings: Settings, base: Path, pairs: pl.DataFrame) -> dict[
 
 # Sections added to the dataset card after the built-in ones: each takes the settings, the storage folder and the
 # published pairs, and returns {title: markdown}.
-CARD_SECTIONS: list[Callable[[Settings, Path, pl.DataFrame], Mapping[str, str]]] = [review_section]
+CARD_SECTIONS: list[Callable[[Settings, Path, pl.DataFrame], Mapping[str, str]]] = [
+    review_section,
+    *card_sections.SECTIONS,
+]
 
 
 def _sources(pairs: pl.DataFrame) -> dict[str, int]:
