@@ -7,8 +7,8 @@ twice. Each request key has one line row (its body, attempts, state) and each jo
 it, so the poller knows what to run again once every job of a partition has ended.
 
 Line states: ``pending`` (in an open job), ``retry`` (to be sent in a new job), ``done`` (its answer is in the
-request cache), ``online`` (out of batch attempts; to be sent online), ``failed`` (out of attempts; the provider's
-error is kept for the row).
+request cache), ``online`` (out of batch attempts; to be sent online), ``failed`` (out of attempts, or left undone
+by a cancelled job; the provider's error is kept for the row, and ``retry_failed`` gives it a fresh round).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ import httpx
 
 from pref_assets.clients.batch_api import BatchAPIClient, BatchAPIError
 from pref_assets.clients.cache import RequestCache
-from pref_assets.clients.llm import _cacheable, _parse_completion  # the online client's reading of a completion
+
+# the online client's reading of a completion, so a batch answer is read and cached exactly as an online one
+from pref_assets.clients.llm import ChatResult, _cacheable, _parse_completion
 from pref_assets.core.batch_jobs import (
     OPENAI_SHAPE,
     BatchFile,
@@ -512,12 +514,12 @@ class BatchQueue:
                     continue
                 error = self._error(outcome, answer, status)
                 figures["expired" if status.status == "expired" else "failed"] += 1
-                self.store.set_line(key, *self._next_state(key, config, error))
+                self.store.set_line(key, *self._next_state(key, config, error, status.status))
             self.store.collected(job.job_key, figures | {"status": status.status, "cost_usd": cost,
                                                          "ended_at": status.ended_at or time.time()})  # fmt: skip
         self._log(f"batch job {job.job_key} ({job.provider_id}) {status.status}: {figures}")
 
-    def _answer(self, body: dict[str, Any] | None):  # noqa: ANN202 - the online client's private result type
+    def _answer(self, body: dict[str, Any] | None) -> ChatResult | None:
         if body is None:
             return None
         masked = self._secrets.mask_values(body) if self._secrets else body
@@ -531,7 +533,9 @@ class BatchQueue:
             return f"batch: {answer.error}"[:500]
         return self._secrets.mask(f"batch: {outcome.error}")[:500]
 
-    def _next_state(self, key: str, config: BatchEndpoint, error: str) -> tuple[str, str]:
+    def _next_state(self, key: str, config: BatchEndpoint, error: str, status: str) -> tuple[str, str]:
+        if status == "cancelled":  # cancelled on purpose: nothing more is sent until `pref-assets batches resubmit`
+            return FAILED, error
         if self.store.attempts(key) < config.max_attempts:
             return RETRY, error
         return (ONLINE if config.fallback_online else FAILED), error

@@ -117,16 +117,23 @@ def test_a_file_over_the_provider_limit_fails_every_request_with_its_error(serve
 
 
 @pytest.mark.parametrize("server", [{"in_progress_s": 3.0}], indirect=True)
-def test_a_cancelled_job_keeps_its_finished_lines_and_resubmits_the_rest(server: FakeServer, tmp_path: Path) -> None:
+def test_a_cancelled_job_keeps_its_finished_lines_and_the_rest_wait_for_resubmit(
+    server: FakeServer, tmp_path: Path
+) -> None:
     queue = _queue(server, tmp_path)
     requests = _requests(10)
     (job_key,) = plan_requests(queue, requests).pending_jobs
     time.sleep(1.6)  # about half of the in-progress time
     assert "cancelling" in queue.cancel(job_key)
     _until_collected(queue)
-    first, *later = queue.store.jobs()
-    assert first.status == "cancelled" and 0 < first.completed < 10 and later
-    assert sum(j.total for j in later) == 10 - first.completed
+    (job,) = queue.store.jobs()
+    assert job.status == "cancelled" and 0 < job.completed < 10 and job.failed == 10 - job.completed
+    planned = plan_requests(queue, [r for r in requests if queue.cache.get(r.key) is None])
+    assert not planned.pending_jobs and len(planned.failed) == 10 - job.completed
+    assert all(error.startswith("batch cancelled") for error in planned.failed.values())
+    assert queue.store.retry_failed(job_key) == 10 - job.completed
+    queue.resubmit()
+    _until_collected(queue)
     assert queue.cache.count() == 10 and _counters(server)["repeated_after_success"] == 0
     states = queue.store.line_states(r.key for r in requests)
     assert {s.state for s in states.values()} == {"done"}
