@@ -32,16 +32,42 @@ def batch_settings(
         max_failure_rate=max_failure_rate,
         batch_size=N,
         source=SourceSettings(limit=N),
-        endpoints=[EndpointSettings(name="fake", base_url=base_url, structured_output="json_schema", mode=mode,
-                                    batch_poll_interval_s=1, **endpoint)],  # fmt: skip
+        endpoints=[
+            EndpointSettings(
+                name="fake",
+                base_url=base_url,
+                structured_output="json_schema",
+                mode=mode,
+                batch_poll_interval_s=1,
+                **endpoint,
+            )
+        ],
         generators=[
-            ModelSettings(name="a", endpoint="fake", model="model-a", params={"temperature": 0.2},
-                          price_input_per_million=2.0, price_output_per_million=8.0),
-            ModelSettings(name="b", endpoint="fake", model="model-b", params={"temperature": 0.9},
-                          price_input_per_million=2.0, price_output_per_million=8.0),
-        ],  # fmt: skip
-        judge=JudgeSettings(name="judge", endpoint="fake", model="judge", max_reasks=0,
-                            price_input_per_million=2.0, price_output_per_million=8.0),  # fmt: skip
+            ModelSettings(
+                name="a",
+                endpoint="fake",
+                model="model-a",
+                params={"temperature": 0.2},
+                price_input_per_million=2.0,
+                price_output_per_million=8.0,
+            ),
+            ModelSettings(
+                name="b",
+                endpoint="fake",
+                model="model-b",
+                params={"temperature": 0.9},
+                price_input_per_million=2.0,
+                price_output_per_million=8.0,
+            ),
+        ],
+        judge=JudgeSettings(
+            name="judge",
+            endpoint="fake",
+            model="judge",
+            max_reasks=0,
+            price_input_per_million=2.0,
+            price_output_per_million=8.0,
+        ),
     )
 
 
@@ -61,8 +87,9 @@ def run_through_sensor(settings: Settings, instance: dg.DagsterInstance, *, time
         runs = result.run_requests if isinstance(result, dg.SensorResult) else []
         for request in runs or []:
             requested.append(",".join(k.to_user_string() for k in request.asset_selection))
-            assert job.execute_in_process(partition_key=request.partition_key, instance=instance,
-                                          asset_selection=request.asset_selection).success  # fmt: skip
+            assert job.execute_in_process(
+                partition_key=request.partition_key, instance=instance, asset_selection=request.asset_selection
+            ).success
         if (Path(settings.storage_dir) / "dpo_pairs" / f"{PARTITION}.parquet").is_file():
             return requested
         time.sleep(0.5)
