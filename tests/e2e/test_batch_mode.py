@@ -182,3 +182,29 @@ def test_online_and_batch_share_the_cache(tmp_path: Path) -> None:
         job = build_definitions(settings).resolve_job_def(JOB_NAME)
         assert job.execute_in_process(partition_key=PARTITION, instance=dg.DagsterInstance.ephemeral()).success
         assert batch_counters(server)["batches"] == 0
+
+
+def test_a_step_over_several_batches_submits_one_job_and_each_batch_runs_on(tmp_path: Path) -> None:
+    with run_fake_openai(seed=5, batch=json.dumps(FAST)) as server:
+        settings = batch_settings(server.base_url, tmp_path).model_copy(
+            update={"batch_size": 4, "source": SourceSettings(limit=12)}
+        )
+        defs = build_definitions(settings)
+        job, instance = defs.resolve_job_def(JOB_NAME), dg.DagsterInstance.ephemeral()
+        keys = [f"batch-0000{i}" for i in range(3)]
+        tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+        assert job.execute_in_process(instance=instance, tags=tags).success
+        assert batch_counters(server)["batches"] == 1  # one job for the three batches' generations
+        sensor = defs.resolve_sensor_def(SENSOR_NAME)
+        deadline = time.monotonic() + 90
+        while not all((tmp_path / "dpo_pairs" / f"{key}.parquet").is_file() for key in keys):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+            with dg.build_sensor_context(instance=instance, resources={"llm": defs.resources["llm"]},
+                                         definitions=defs) as context:  # fmt: skip
+                result = sensor(context)
+            for request in result.run_requests if isinstance(result, dg.SensorResult) else []:
+                assert job.execute_in_process(partition_key=request.partition_key, instance=instance,
+                                              asset_selection=request.asset_selection).success  # fmt: skip
+        counters = batch_counters(server)
+    assert counters["batches"] == 4 and counters["lines"] == 3 * 12 and counters["repeated_after_success"] == 0
