@@ -208,3 +208,17 @@ def test_a_step_over_several_batches_submits_one_job_and_each_batch_runs_on(tmp_
                                               asset_selection=request.asset_selection).success  # fmt: skip
         counters = batch_counters(server)
     assert counters["batches"] == 4 and counters["lines"] == 3 * 12 and counters["repeated_after_success"] == 0
+
+
+def test_lines_out_of_batch_attempts_go_online_with_the_fallback(tmp_path: Path) -> None:
+    knobs = FAST | {"error_fraction": 0.3}
+    with run_fake_openai(seed=5, batch=json.dumps(knobs)) as server:
+        settings = batch_settings(server.base_url, tmp_path, batch_max_attempts=1, batch_fallback="online")
+        run_through_sensor(settings, dg.DagsterInstance.ephemeral())
+        sent_online = server.stats()["requests"]
+        store = JobStore(store_path(settings.cache_path()))
+        failed_lines = sum(j.failed for j in store.jobs())
+        store.close()
+    gens = pl.read_parquet(tmp_path / "generations_by_model" / f"{PARTITION}.parquet")
+    assert failed_lines > 0 and sent_online == failed_lines  # each failed line once, online
+    assert (gens["status"] == "ok").all()
