@@ -70,6 +70,9 @@ def test_assets_carry_kinds_owners_and_table_metadata_in_the_ui(
     assert len(pairs["table"]["records"]) == 4
     ratings = entries("ratings")
     assert ratings["rating_distribution"]["__typename"] == "TableMetadataEntry"
+    assert "rating_histogram" not in ratings  # one table, not the same counts again as JSON
+    for rate in ("tie_rate", "first_position_win_rate"):
+        assert ratings[rate]["__typename"] in {"FloatMetadataEntry", "NullMetadataEntry"}
     means = {k: e["floatValue"] for k, e in ratings.items() if k.startswith("rating_mean/")}
     assert set(means) == {"rating_mean/a", "rating_mean/b"} and all(1 <= v <= 5 for v in means.values())
     assert ratings["parse_success_rate"]["__typename"] == "FloatMetadataEntry"

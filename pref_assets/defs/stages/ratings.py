@@ -67,7 +67,8 @@ def build_ratings(stage: Stage) -> dg.AssetsDefinition:
                 ledger_result(STAGE, batches[batch]["grouped"], out, max_rate, batch_rows(context, batch)),
                 rate_result(PARSE_FAILURES, unparseable, report["judge_calls"], limit),
             ]
-            chart = histogram_chart(report["rating_histogram"]) | judge_figures(out)
+            histogram = report.pop("rating_histogram")  # shown as the rating_distribution table
+            chart = histogram_chart(histogram) | judge_figures(out)
             tokens = judge_tokens(by_batch[batch], settings.panel)
             figures = report | panel_report(rated, names, settings.min_judges)
             return result(out, cols, checks, **report_metadata(figures), **chart, **tokens, **options)
