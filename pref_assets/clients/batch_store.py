@@ -368,6 +368,11 @@ class JobStore:
         return [Job(*row) for row in self._db.execute(f"SELECT {columns} FROM jobs {where}", args)]
 
 
+def _refused(err: BatchAPIError) -> bool:
+    """Return whether the provider refused a request for good (a 4xx other than 408, 409 and 429)."""
+    return 400 <= err.status < 500 and err.status not in (408, 409, 429) and not err.sent
+
+
 def _process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -444,10 +449,27 @@ class BatchQueue:
             self.store.opened(job_key, status)
             self._log(f"batch job {job_key}: {status.provider_id} submitted, {len(file.lines)} requests")
         except BatchAPIError as err:
-            self.store.submit_failed(job_key, self._secrets.mask(str(err)))
-            self._log(f"batch job {job_key} not submitted yet: {self._secrets.mask(str(err))}")
+            message = self._secrets.mask(str(err))
+            if _refused(err):  # nothing was created, and the same request would be refused again
+                self.refused(job_key, f"batch refused: {message}")
+                return
+            self.store.submit_failed(job_key, message)
+            self._log(f"batch job {job_key} not submitted yet: {message}")
         finally:
             client.close()
+
+    def refused(self, job_key: str, error: str) -> None:
+        """End a job the provider refused to take (a 4xx on upload or create): its requests fail with the refusal,
+        and its waiting partitions run on; ``pref-assets batches resubmit`` sends them again once it is mended."""
+        keys = self.store.job_keys_of(job_key)
+        states = self.store.line_states(keys)
+        with self.store.transaction():
+            for key in keys:
+                if states.get(key) is not None and states[key].job_key == job_key:
+                    self.store.set_line(key, FAILED, error[:500])
+            self.store.collected(job_key, {"status": "failed", "failed": len(keys), "error": error[:500],
+                                           "ended_at": time.time()})  # fmt: skip
+        self._log(f"batch job {job_key}: {error}")
 
     def _file_of(self, job_key: str, endpoint: str) -> BatchFile:
         keys = set(self.store.job_keys_of(job_key))

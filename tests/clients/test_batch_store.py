@@ -137,3 +137,16 @@ def test_a_cancelled_job_keeps_its_finished_lines_and_the_rest_wait_for_resubmit
     assert queue.cache.count() == 10 and _counters(server)["repeated_after_success"] == 0
     states = queue.store.line_states(r.key for r in requests)
     assert {s.state for s in states.values()} == {"done"}
+
+
+def test_a_refused_submission_fails_its_requests_with_the_refusal(tmp_path: Path) -> None:
+    with run_fake_openai(api_key="right-key-0123456789", batch=json.dumps(FAST)) as server:
+        queue = _queue(server, tmp_path)  # its client sends no key: 401
+        requests = _requests(3)
+        (job_key,) = plan_requests(queue, requests).pending_jobs
+        job = queue.store.job(job_key)
+        assert job is not None and job.state == "collected" and job.status == "failed" and job.failed == 3
+        planned = plan_requests(queue, requests)
+        assert not planned.pending_jobs and set(planned.failed) == {r.key for r in requests}
+        assert all(e.startswith("batch refused: HTTP 401: invalid API key") for e in planned.failed.values())
+        assert _counters(server)["batches"] == 0
