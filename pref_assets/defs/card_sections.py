@@ -2,8 +2,9 @@
 prompt checks removed, and how often the judge agrees with the reviewers.
 
 Each function takes the settings, the storage folder and the published pairs and returns ``{title: markdown}``;
-``defs/publish.py`` lists them in ``CARD_SECTIONS``. Figures are read from the stored batches, so the card states
-what the published data went through, not what the configuration would do next time.
+``defs/publish.py`` lists them in ``CARD_SECTIONS``. Candidates, principles and judges are those of the
+configuration that publishes the set (its identity is in the run's tags and the asset metadata); counts and figures
+are read from the stored batches and the last ``judge_calibration``.
 """
 
 from pathlib import Path
@@ -25,8 +26,8 @@ def candidates_section(settings: Settings, base: Path, pairs: pl.DataFrame) -> d
     del base, pairs
     lines = [f"{settings.candidates_per_prompt} candidate answers per prompt:"]
     for g in settings.generators:
-        system = "; with its own system prompt" if getattr(g, "system_prompt", None) else ""
-        lines.append(f"- `{g.name}` (`{g.model}`): {getattr(g, 'num_generations', 1)} per prompt{system}")
+        system = "; with its own system prompt" if g.system_prompt else ""
+        lines.append(f"- `{g.name}` (`{g.model}`): {g.num_generations} per prompt{system}")
     principles = settings.principle_texts()
     if principles:
         names = ", ".join(f"`{name}`" for name in principles)
