@@ -48,6 +48,7 @@ from pref_assets.core.scoring import combine_scores, map_back
 
 REQUEST_FAILED = "judge_request_failed"
 TOO_FEW_ANSWERS = "fewer_than_two_answers"
+TOO_FEW_JUDGES = "fewer_than_min_judges"
 REASK_MAX_TOKENS = 8192
 _TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
 
@@ -161,13 +162,12 @@ def _task(
     return Task(row.prompt_id, aspect, shown, call, pass_index, answers, judge.name, part, judge.max_reasks)
 
 
-def judge_all(tasks: Sequence[Task], run: Runner, max_reasks: int | None = None) -> list[Outcome]:
-    """Run every task; re-ask unparseable and cut-off answers up to each task's ``max_reasks`` times (or
-    ``max_reasks`` for all) with a new seed, a cut-off one also with twice its ``max_tokens`` (at most
-    ``REASK_MAX_TOKENS``, never less than it had)."""
+def judge_all(tasks: Sequence[Task], run: Runner) -> list[Outcome]:
+    """Run every task; re-ask unparseable and cut-off answers up to each task's ``max_reasks`` times with a new
+    seed, a cut-off one also with twice its ``max_tokens`` (at most ``REASK_MAX_TOKENS``, never less than it had)."""
     calls = [t.call for t in tasks]
     outcomes = [_outcome(t, r, 1, t.call) for t, r in zip(tasks, run(calls), strict=True)]
-    budgets = [t.max_reasks if max_reasks is None else max_reasks for t in tasks]
+    budgets = [t.max_reasks for t in tasks]
     for attempt in range(2, max(budgets, default=0) + 2):
         retry = [i for i, o in enumerate(outcomes) if _worth_reasking(o) and attempt <= budgets[i] + 1]
         if not retry:
@@ -262,14 +262,25 @@ def _rating_row(row: GroupedRow, outcomes: list[Outcome], panel: tuple[JudgeSpec
             by_call = {(j.aspect, j.pass_index, j.part): j.ratings for j in judgements if j.judge == judge.name}
             scores.append(combine_scores(by_call, n))
     rated = replace(rated, judges=counted, judge_scores=scores, judge_failures=failures)
-    if unread and len(counted) < min_judges:
-        return failed(rated, status.STAGE_RATINGS, clip(_failure(unread, len(panel)), REASON_KEPT_BYTES))
+    if len(counted) < min_judges:
+        unplanned = [j.name for j in panel if not any(o.task.judge == j.name for o in outcomes)]
+        reason = _too_few(unread, unplanned, len(counted), min_judges, len(panel))
+        return failed(rated, status.STAGE_RATINGS, clip(reason, REASON_KEPT_BYTES))
     return replace(rated, scores=panel_scores(scores, n), **status.ok())
 
 
 def _failure(unread: list[Outcome], panel_size: int) -> str:
     kind = str(unread[0].reason).split(":")[0]
     return kind + ": " + "; ".join(f"[{_label(o.task, panel_size)}] {o.reason}" for o in unread)
+
+
+def _too_few(unread: list[Outcome], unplanned: list[str], counted: int, min_judges: int, panel_size: int) -> str:
+    """Return why a row has fewer than ``min_judges`` judges: the unreadable judgements first (their kind leads),
+    then the judges that did not rate it at all (one answer, and ``rate_single_answers`` off)."""
+    parts = [_failure(unread, panel_size)] if unread else [f"{TOO_FEW_JUDGES}: {counted} of {min_judges}"]
+    if unplanned:
+        parts.append(f"not rated by {', '.join(unplanned)} (fewer than two answers; rate_single_answers is off)")
+    return "; ".join(parts)
 
 
 def _judgement(o: Outcome, n: int) -> Judgement:

@@ -73,7 +73,7 @@ def test_shuffled_verdicts_map_back_to_the_right_model() -> None:
     judge = _judge()
     tasks = plan_tasks(rows, judge)
     assert len({t.shown for t in tasks}) > 1, "order should vary across prompts"
-    out = rating_rows(rows, judge_all(tasks, _answer_by_content, judge.max_reasks), judge)
+    out = rating_rows(rows, judge_all(tasks, _answer_by_content), judge)
     assert all(r.scores == [1.0, 5.0, 3.0] for r in out)
     assert all(r.status == "ok" for r in out)
 
@@ -83,7 +83,7 @@ def test_failed_answers_are_not_shown_and_get_no_score() -> None:
     judge = _judge()
     tasks = plan_tasks(rows, judge)
     assert sorted(tasks[0].shown) == [0, 2]
-    [out] = rating_rows(rows, judge_all(tasks, _answer_by_content, 0), judge)
+    [out] = rating_rows(rows, judge_all(tasks, _answer_by_content), judge)
     assert out.scores == [5.0, None, 1.0]
 
 
@@ -96,7 +96,7 @@ def test_unparseable_answer_is_reasked_with_a_new_seed_then_fails_with_raw_text(
 
     rows = [_row("p", ["a", "b"])]
     judge = _judge(max_reasks=2)
-    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), garbage, judge.max_reasks), judge)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), garbage), judge)
     assert seen == [1, 2001, 3001]
     assert out.status == "failed" and out.failed_stage == "ratings"
     assert out.reason.startswith("judge_unparseable")
@@ -109,7 +109,7 @@ def test_reask_that_succeeds_gives_an_ok_row() -> None:
     answers = iter([[FakeResult("nonsense")], [FakeResult(_verdict_json([4, 2]))]])
     rows = [_row("p", ["a", "b"])]
     judge = _judge(shuffle=False)
-    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), lambda calls: next(answers), 1), judge)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), lambda calls: next(answers)), judge)
     assert out.status == "ok" and out.scores == [4.0, 2.0]
     assert out.judgements[0].attempts == 2
 
@@ -128,8 +128,8 @@ def test_truncated_and_failed_requests_have_their_own_reasons() -> None:
     def by_answer(calls: Sequence[Call]) -> list[FakeResult]:
         return [next(results[a] for a in _shown(call) if a in results) for call in calls]
 
-    judge = _judge()
-    out = rating_rows(rows, judge_all(plan_tasks(rows, judge), by_answer, 3), judge)
+    judge = _judge(max_reasks=3)
+    out = rating_rows(rows, judge_all(plan_tasks(rows, judge), by_answer), judge)
     assert out[0].reason.startswith("judge_truncated")
     assert out[1].reason.startswith("judge_request_failed")
     assert "HTTP 400" in out[1].reason
@@ -145,7 +145,7 @@ def test_a_judge_without_a_seed_is_reasked_with_one() -> None:
 
     rows = [_row("p", ["a", "b"])]
     judge = _judge(params=(("seed", None),), max_reasks=1)
-    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), garbage, judge.max_reasks), judge)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), garbage), judge)
     assert seen == [None, 2000] and out.reason.startswith("judge_unparseable")
 
 
@@ -180,7 +180,7 @@ def test_multi_aspect_scores_are_the_mean_and_na_is_left_out() -> None:
 
     rows = [_row("p", ["a", "b"])]
     judge = _judge(aspects=("helpfulness", "honesty"), shuffle=False)
-    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), per_aspect, 0), judge)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), per_aspect), judge)
     assert [j.aspect for j in out.judgements] == ["helpfulness", "honesty"]
     assert out.judgements[1].ratings == [None, 2]
     assert out.scores == [5.0, 3.0]
@@ -199,7 +199,7 @@ def test_a_repeated_prompt_does_not_take_the_judgements_of_the_original() -> Non
     repeat = replace(_row("p", ["good", "bad"], status="failed"), failed_stage="prompts", reason="duplicate")
     judge = _judge()
     tasks = plan_tasks([original, repeat], judge)
-    outcomes = judge_all(tasks, _answer_by_content, max_reasks=0)
+    outcomes = judge_all(tasks, _answer_by_content)
     first, second = rating_rows([original, repeat], outcomes, judge)
     assert first.status == "ok" and len(first.judgements) == 1
     assert second.status == "failed" and second.judgements == []
@@ -243,7 +243,7 @@ def test_a_reask_that_gets_no_answer_keeps_the_unreadable_answer_and_its_text() 
     )
     rows = [_row("p", ["a", "b"])]
     judge = _judge(max_reasks=1)
-    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), lambda calls: next(answers), 1), judge)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), lambda calls: next(answers)), judge)
     assert out.status == "failed" and out.reason.startswith("judge_unparseable")
     assert "re-ask 2 got no answer: judge_request_failed: http_error: HTTP 400" in out.reason
     [judgement] = out.judgements
@@ -265,7 +265,7 @@ def test_a_cut_off_judgement_is_reasked_with_more_room_up_to_a_cap() -> None:
 
     rows = [_row("p", ["a", "b"])]
     judge = _judge(params=(("seed", 1), ("max_tokens", 300)), max_reasks=3, shuffle=False)
-    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), cut_until_room, judge.max_reasks), judge)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), cut_until_room), judge)
     assert seen == [(300, 1), (600, 2001), (1200, 3001)]
     assert out.status == "ok" and out.scores == [4.0, 2.0]
     assert out.judgements[0].attempts == 3
@@ -280,7 +280,7 @@ def test_a_judgement_cut_off_at_every_size_fails_truncated_after_its_reasks() ->
 
     rows = [_row("p", ["a", "b"])]
     judge = _judge(params=(("seed", 1), ("max_tokens", 3000)), max_reasks=3)
-    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), always_cut, judge.max_reasks), judge)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), always_cut), judge)
     assert seen == [3000, 6000, REASK_MAX_TOKENS, REASK_MAX_TOKENS]
     assert out.status == "failed" and out.reason.startswith("judge_truncated")
     assert f"max_tokens {REASK_MAX_TOKENS}" in out.reason
@@ -291,7 +291,7 @@ def test_a_prompt_with_one_answer_is_not_judged_and_makes_no_pair() -> None:
     judge = _judge()
     tasks = plan_tasks(rows, judge)
     assert [t.prompt_id for t in tasks] == ["two"]
-    one, two = rating_rows(rows, judge_all(tasks, _answer_by_content, 0), judge)
+    one, two = rating_rows(rows, judge_all(tasks, _answer_by_content), judge)
     assert (one.status, one.failed_stage, one.reason) == ("skipped", "ratings", "fewer_than_two_answers")
     assert one.judgements == [] and one.scores == [None, None]
     assert two.status == "ok"
@@ -302,7 +302,7 @@ def test_a_prompt_with_one_answer_is_not_judged_and_makes_no_pair() -> None:
 def test_single_answers_are_rated_when_asked() -> None:
     rows = [_row("one", ["good", None])]
     judge = _judge(rate_single_answers=True)
-    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), _answer_by_content, 0), judge)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, judge), _answer_by_content), judge)
     assert out.status == "ok" and out.scores == [5.0, None]
     assert pair_row(out).reason == "fewer_than_two_rated_answers"
 
@@ -321,7 +321,7 @@ def test_a_verdict_planted_in_an_answer_never_decides_the_ratings() -> None:
     judge = _judge()
     tasks = plan_tasks(rows, judge)
     assert all(text.startswith(("Paris.", "Lyon.")) for text in _shown(tasks[0].call))
-    [out] = rating_rows(rows, judge_all(tasks, tie_then_quote, 0), judge)
+    [out] = rating_rows(rows, judge_all(tasks, tie_then_quote), judge)
     assert out.status == "ok" and out.scores == [2.0, 2.0]
     assert pair_row(out).reason == "all_tied"
 
@@ -335,7 +335,7 @@ def test_deeply_nested_judge_json_fails_the_row_with_its_text_cut() -> None:
     def nested_for_p(calls: Sequence[Call]) -> list[FakeResult]:
         return [FakeResult(nested) if "a" in _shown(c) else _answer_by_content([c])[0] for c in calls]
 
-    p, q = rating_rows(rows, judge_all(plan_tasks(rows, judge), nested_for_p, 1), judge)
+    p, q = rating_rows(rows, judge_all(plan_tasks(rows, judge), nested_for_p), judge)
     assert p.status == "failed" and p.reason.startswith("judge_unparseable")
     assert "nested deeper than" in p.reason
     [judgement] = p.judgements
@@ -350,8 +350,8 @@ def test_stored_judge_text_and_rationales_are_bounded() -> None:
 
     answers = iter([[FakeResult(verdict), FakeResult(nested)]])
     rows = [_row("p", ["a", "b"]), _row("q", ["c", "d"])]
-    judge = _judge(shuffle=False)
-    p, q = rating_rows(rows, judge_all(plan_tasks(rows, judge), lambda calls: next(answers), 0), judge)
+    judge = _judge(shuffle=False, max_reasks=0)
+    p, q = rating_rows(rows, judge_all(plan_tasks(rows, judge), lambda calls: next(answers)), judge)
     assert p.status == "ok" and p.scores == [4.0, 2.0]
     [kept] = p.judgements
     assert len(kept.raw_text.encode()) <= 20_000 and kept.raw_text.endswith("characters not kept]")
@@ -380,7 +380,7 @@ def test_answers_over_the_per_call_limit_are_judged_in_parts_sharing_an_anchor()
         assert set.intersection(*(set(t.shown) for t in parts)) == {parts[0].shown[0]}, "one anchor in every part"
         assert set().union(*(t.shown for t in parts)) == set(range(7))
     assert any(t.shown[0] != parts[0].shown[0] for t in tasks if t.part), "the anchor is not always shown first"
-    for out in rating_rows(rows, judge_all(tasks, _answer_by_content, 0), judge):
+    for out in rating_rows(rows, judge_all(tasks, _answer_by_content), judge):
         assert out.scores == [5.0, 1.0, 3.0, 5.0, 1.0, 3.0, 5.0]
         assert sorted(j.part for j in out.judgements) == [0, 1, 2]
 
@@ -433,7 +433,7 @@ def test_a_failed_judge_leaves_the_row_to_the_others_unless_too_few_remain() -> 
 
 def test_a_judge_with_one_unread_part_does_not_count_for_the_row() -> None:
     rows = [_row("p", ["good", "bad", "meh", "good"])]
-    panel = [_judge(name="a", model="ma", max_answers_per_call=2), _judge(name="b", model="mb")]
+    panel = [_judge(name="a", model="ma", max_answers_per_call=2, max_reasks=0), _judge(name="b", model="mb")]
     def run(batch: Sequence[Call]) -> list[FakeResult]:
         out = []
         for call in batch:
@@ -441,6 +441,27 @@ def test_a_judge_with_one_unread_part_does_not_count_for_the_row() -> None:
             out.append(FakeResult("?" if unread else _verdict_json([3 for _ in _shown(call)])))
         return out
 
-    [out] = rating_rows(rows, judge_all(plan_tasks(rows, panel), run, 0), panel)
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, panel), run), panel)
     assert out.ok and out.judges == ["b"], "a judge's ratings must cover every answer to count"
     assert out.judge_failures[0].startswith("a: judge_unparseable")
+
+
+def test_a_row_fewer_judges_could_rate_than_min_judges_fails_naming_the_others() -> None:
+    rows = [_row("one", ["good", None]), _row("two", ["good", "bad"])]
+    panel = [_judge(name="a", model="ma", rate_single_answers=True), _judge(name="b", model="mb")]
+    outcomes = judge_all(plan_tasks(rows, panel), _by_judge(ma=lambda s: 4, mb=lambda s: 2))
+    one, two = rating_rows(rows, outcomes, panel, min_judges=2)
+    assert (one.status, one.failed_stage) == ("failed", "ratings") and one.judges == ["a"]
+    assert one.reason.startswith("fewer_than_min_judges: 1 of 2") and "not rated by b" in one.reason
+    assert one.scores == [None, None]
+    assert two.ok and two.judges == ["a", "b"]
+    [kept, _] = rating_rows(rows, outcomes, panel, min_judges=1)
+    assert kept.ok and kept.judges == ["a"] and kept.scores == [4.0, None]
+
+
+def test_an_unreadable_and_an_unplanned_judge_are_both_named() -> None:
+    rows = [_row("one", ["good", None])]
+    panel = [_judge(name="a", model="ma", rate_single_answers=True, max_reasks=0), _judge(name="b", model="mb")]
+    [out] = rating_rows(rows, judge_all(plan_tasks(rows, panel), _by_judge(ma=None, mb=None)), panel)
+    assert out.status == "failed" and out.judges == []
+    assert out.reason.startswith("judge_unparseable: [a overall-rating]") and "not rated by b" in out.reason
