@@ -24,7 +24,6 @@ from pref_assets.core.scoring import map_back
 
 PANEL = "(panel)"
 BETTER, WORSE, TIE = "better", "worse", "tie"
-FLAWS = ("wrong_facts", "ignored_instructions", "unsafe_advice", "verbosity", "refusal")
 UNSPECIFIED = "unspecified"
 MAX_FIELD_CHARS = 20_000
 _ORDERS = {0: "better_first", 1: "worse_first"}
@@ -73,7 +72,7 @@ def calibration_panel(judges: Sequence[JudgeSpec]) -> tuple[JudgeSpec, ...]:
     """Return the judges as calibration runs them: no shuffle and a position-swapped second pass (so each pair is
     seen better-first and worse-first), both answers in one call, every pair judged."""
     options = {"shuffle": False, "position_swap": True, "rate_single_answers": False}
-    return tuple(replace(j, **options, max_answers_per_call=max(2, j.max_answers_per_call)) for j in judges)
+    return tuple(replace(j, **options) for j in judges)
 
 
 def grouped_rows(pairs: Sequence[CalibrationPair]) -> list[GroupedRow]:

@@ -26,11 +26,6 @@ def interval(a: float, b: float) -> float:
     return (a - b) ** 2
 
 
-def nominal(a: float, b: float) -> float:
-    """Return the nominal-metric distance of two values: 0 when equal, else 1."""
-    return 0.0 if a == b else 1.0
-
-
 def panel_scores(judge_scores: Sequence[Sequence[float | None]], n: int) -> list[float | None]:
     """Return per answer slot the mean of the judges' scores (a judge without a score for the slot left out)."""
     out: list[float | None] = []

@@ -43,9 +43,6 @@ BUILT_IN: dict[str, str] = {
     "calibrated_uncertainty": CALIBRATED_UNCERTAINTY,
 }
 
-PRINCIPLES_VERSION = stable_hash(*(f"{name}|{text}" for name, text in BUILT_IN.items()))
-
-
 def builtin_text(name: str) -> str:
     """Return the text of the built-in principle ``name`` or raise naming the known ones."""
     try:
@@ -72,3 +69,6 @@ def system_text(*parts: str | None) -> str | None:
 def principles_version(texts: Mapping[str, str]) -> str:
     """Return a short hash of the configured principles' names and texts (custom ones included)."""
     return stable_hash(*(f"{name}|{text}" for name, text in texts.items()))[:12]
+
+
+PRINCIPLES_VERSION = principles_version(BUILT_IN)

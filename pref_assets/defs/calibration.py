@@ -155,4 +155,4 @@ def _warning(accuracy: float | None, minimum: float, smoke: bool) -> str:
 
 
 def _number(value: float | None) -> dg.MetadataValue:
-    return dg.MetadataValue.float(value) if value is not None else dg.MetadataValue.text("n/a")
+    return dg.MetadataValue.float(value) if value is not None else dg.MetadataValue.null()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import pytest
 
 from pref_assets.core.calibration import (
-    FLAWS,
     PANEL,
     CalibrationPair,
     calibration_panel,
@@ -138,6 +137,9 @@ def test_bad_rows_are_named_and_left_out() -> None:
     assert [p.pair_id for p in pairs] == ["pair-001"] and pairs[0].flaw == "verbosity"
     assert [p.split(":")[0] + ":" + p.split(":")[1] for p in problems] == ["f:2", "f:3", "f:4", "f:5"]
     assert "better missing" in problems[0] and "same text" in problems[1] and "repeats" in problems[3]
+
+
+FLAWS = ("wrong_facts", "ignored_instructions", "unsafe_advice", "verbosity", "refusal")
 
 
 def test_the_shipped_set_has_at_least_60_pairs_over_every_kind_of_flaw() -> None:

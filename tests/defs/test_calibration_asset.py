@@ -95,3 +95,14 @@ def test_a_batch_run_selecting_every_asset_leaves_calibration_alone(tmp_path: Pa
     assert result.success and result.get_asset_materialization_events() == []
     assert result.get_asset_check_evaluations() == []
     assert not (Path(settings.storage_dir) / ASSET).exists()
+
+
+def test_figures_no_presentation_gives_are_null_not_text(tmp_path: Path) -> None:
+    with run_fake_openai(seed=5, malformed=1.0) as fake:
+        settings = _settings(tmp_path, fake.base_url, calibration={"limit": 2})
+        result = _materialize(settings)
+    shown = _metadata(result)
+    assert shown["parse_rate"] == 0.0
+    assert shown["accuracy"] is None and shown["first_position_win_rate"] is None
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and check.metadata["accuracy"] == dg.MetadataValue.null()

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from pref_assets.core.grouping import answer_slots, group_generations
+from pref_assets.core.grouping import group_generations
 from pref_assets.core.rows import GenerationRow, GroupedRow
 from pref_assets.defs import schemas
 from pref_assets.defs.checks import batch_rows, ledger_result
@@ -25,7 +25,7 @@ def build_grouped(stage: Stage) -> dg.AssetsDefinition:
     """Return the `grouped` asset."""
     names = [g.name for g in stage.settings.generators]
     counts = {g.name: g.num_generations for g in stage.settings.generators}
-    slots = len(answer_slots(names, counts))
+    slots = stage.settings.candidates_per_prompt
     max_rate = stage.settings.max_failure_rate
 
     @dg.asset(description="One row per prompt: answers, candidate ids and model names in aligned lists, gaps visible.",
