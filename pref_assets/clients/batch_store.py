@@ -85,11 +85,11 @@ CREATE TABLE IF NOT EXISTS lines (
     error TEXT
 );
 CREATE TABLE IF NOT EXISTS waiters (
-    job_key TEXT NOT NULL, asset TEXT NOT NULL, partition_key TEXT NOT NULL, notified INTEGER NOT NULL DEFAULT 0,
+    job_key TEXT NOT NULL, asset TEXT NOT NULL, partition_key TEXT NOT NULL, served INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_key, asset, partition_key)
 );
 CREATE INDEX IF NOT EXISTS lines_state ON lines (state, endpoint);
-CREATE INDEX IF NOT EXISTS waiters_open ON waiters (notified, asset, partition_key);
+CREATE INDEX IF NOT EXISTS waiters_open ON waiters (served, asset, partition_key);
 """
 
 
@@ -242,13 +242,13 @@ class JobStore:
         return job_key, bool(made)
 
     def add_waiters(self, job_keys: Iterable[str], asset: str, partitions: Iterable[str]) -> None:
-        """Record that ``asset``'s ``partitions`` wait on ``job_keys`` (a new wait once the last was notified)."""
+        """Record that ``asset``'s ``partitions`` wait on ``job_keys`` (a new wait once the last was served)."""
         with self.transaction() as db:
             for job_key in set(job_keys):
                 for partition in partitions:
                     db.execute(
                         "INSERT INTO waiters (job_key, asset, partition_key) VALUES (?, ?, ?)"
-                        " ON CONFLICT DO UPDATE SET notified = 0",
+                        " ON CONFLICT DO UPDATE SET served = 0",
                         (job_key, asset, partition),
                     )
 
@@ -340,10 +340,10 @@ class JobStore:
         return [job for (key,) in rows if (job := self.job(key)) is not None]
 
     def ready_waiters(self) -> list[tuple[str, str, list[str]]]:
-        """Return (asset, partition, job keys) whose jobs have all been collected and were not notified yet."""
+        """Return (asset, partition, job keys) whose jobs have all been collected and whose step has not run on them."""
         rows = self._db.execute(
             "SELECT w.asset, w.partition_key, w.job_key, j.state FROM waiters w JOIN jobs j USING (job_key)"
-            " WHERE w.notified = 0"
+            " WHERE w.served = 0"
         ).fetchall()
         groups: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
         for asset, partition, job_key, state in rows:
@@ -354,9 +354,9 @@ class JobStore:
             if all(state == COLLECTED for _, state in jobs)
         ]
 
-    def notified(self, asset: str, partition: str) -> None:
-        """Record that a run of ``asset``'s ``partition`` was requested."""
-        self._db.execute("UPDATE waiters SET notified = 1 WHERE asset = ? AND partition_key = ?", (asset, partition))
+    def served(self, asset: str, partition: str) -> None:
+        """Record that ``asset``'s ``partition`` has run on its jobs' answers (its wait is over)."""
+        self._db.execute("UPDATE waiters SET served = 1 WHERE asset = ? AND partition_key = ?", (asset, partition))
 
     def waiters_of(self, job_key: str) -> list[tuple[str, str]]:
         """Return the (asset, partition) pairs waiting on a job."""

@@ -162,6 +162,8 @@ def waits_for_batches(settings: Settings, fn: Callable[..., Iterator[Any]]) -> C
         try:
             for event in fn(context, *args, **kwargs):
                 yield _with_figures(context, event, figures)
+            if figures:
+                _served(llm, context)
         except BatchesPending as pending:
             yield from _pending_events(context, pending)
         finally:
@@ -179,6 +181,16 @@ def _job_figures(llm: LLMResource, context: dg.AssetExecutionContext) -> dict[st
     try:
         asset = context.asset_key.to_user_string()
         return {p: job_metadata(jobs) for p in _partitions(context) if (jobs := store.waiting_jobs(asset, p))}
+    finally:
+        store.close()
+
+
+def _served(llm: LLMResource, context: dg.AssetExecutionContext) -> None:
+    """Record that this step's partitions have used their jobs' answers: the sensor stops requesting their run."""
+    store = JobStore(store_path(llm.cache_path), private=llm.private_files)
+    try:
+        for partition in _partitions(context):
+            store.served(context.asset_key.to_user_string(), partition)
     finally:
         store.close()
 
@@ -263,14 +275,18 @@ def batch_sensors(
 
 
 def _run_requests(store: JobStore, assets: Sequence[dg.AssetsDefinition]) -> list[dg.RunRequest]:
-    """Return one run per partition whose jobs have all ended: its waiting assets and everything downstream."""
+    """Return one run per partition whose jobs have all ended: its waiting assets and everything downstream.
+
+    A partition is requested at every tick until its step has run on the answers (``JobStore.served``); the run key
+    names the partition and its jobs, so Dagster launches it once, and a tick lost between evaluation and launch
+    (a daemon stopped in between) is requested again at the next.
+    """
     by_partition: dict[str, set[dg.AssetKey]] = defaultdict(set)
     jobs: dict[str, set[str]] = defaultdict(set)
     for asset, partition, job_keys in store.ready_waiters():
         selection = dg.AssetSelection.assets(dg.AssetKey.from_user_string(asset)).downstream()
         by_partition[partition] |= set(selection.resolve(assets))
         jobs[partition] |= set(job_keys)
-        store.notified(asset, partition)
     return [
         dg.RunRequest(
             run_key=f"{partition}:{'+'.join(sorted(jobs[partition]))[:200]}",

@@ -222,3 +222,31 @@ def test_lines_out_of_batch_attempts_go_online_with_the_fallback(tmp_path: Path)
     gens = pl.read_parquet(tmp_path / "generations_by_model" / f"{PARTITION}.parquet")
     assert failed_lines > 0 and sent_online == failed_lines  # each failed line once, online
     assert (gens["status"] == "ok").all()
+
+
+def test_a_ready_partition_is_requested_under_one_run_key_until_its_step_has_run(tmp_path: Path) -> None:
+    """A tick whose run was never launched (the daemon stopped after evaluating it) is requested again, under the
+    same run key, so Dagster launches it once; after the step has used the answers it is not requested again."""
+    with run_fake_openai(seed=5, batch=json.dumps(FAST)) as server:
+        settings = batch_settings(server.base_url, tmp_path / "batch")
+        instance = dg.DagsterInstance.ephemeral()
+        defs = build_definitions(settings)
+        job = defs.resolve_job_def(JOB_NAME)
+        assert job.execute_in_process(partition_key=PARTITION, instance=instance).success
+        sensor = defs.resolve_sensor_def(SENSOR_NAME)
+
+        def tick() -> list[dg.RunRequest]:
+            with dg.build_sensor_context(instance=instance, resources={"llm": defs.resources["llm"]},
+                                         definitions=defs) as context:  # fmt: skip
+                result = sensor(context)
+            return list(result.run_requests or []) if isinstance(result, dg.SensorResult) else []
+
+        deadline = time.monotonic() + 60
+        while not (first := tick()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        [request] = first
+        [again] = tick()  # the first request was "lost": never launched
+        assert again.run_key == request.run_key and again.partition_key == PARTITION
+        assert job.execute_in_process(partition_key=PARTITION, instance=instance,
+                                      asset_selection=request.asset_selection).success  # fmt: skip
+        assert all(r.asset_selection != request.asset_selection for r in tick())
