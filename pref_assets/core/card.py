@@ -18,21 +18,31 @@ SPLIT = "train"
 TAGS = ["dpo", "orpo", "preference", "rlhf", "synthetic", "llm-as-judge", "ultrafeedback"]
 # The Hub's size buckets, smallest first: (upper bound, label).
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]  # fmt: skip
+          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+          (10**10, "1B<n<10B"), (10**11, "10B<n<100B"), (10**12, "100B<n<1T")]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CardJudge:
+    """A judge as the card names it: its name, model and the rubric aspects it rates."""
+
+    name: str
+    model: str
+    aspects: Sequence[str]
 
 
 @dataclass(frozen=True, slots=True)
 class CardFacts:
     """Everything the card states; counts come from the data, the rest from the configuration.
 
-    ``features`` is the ``dataset_info.features`` list of the published file (the Hub's YAML form);
-    ``extra_sections`` maps a section title to its markdown, shown after the built-in sections.
+    ``judges`` are the panel's judges, each with its own aspects; ``features`` is the ``dataset_info.features``
+    list of the published file (the Hub's YAML form); ``extra_sections`` maps a section title to its markdown,
+    shown after the built-in sections.
     """
 
     title: str
     generators: Sequence[tuple[str, str]]
-    judges: Sequence[tuple[str, str]]
-    aspects: Sequence[str]
+    judges: Sequence[CardJudge]
     pair_policy: str
     layout: str
     pairs: int
@@ -75,11 +85,8 @@ def card_sections(facts: CardFacts) -> dict[str, str]:
     made = [
         f"- Prompts: {facts.source}.",
         "- Answers: " + "; ".join(f"`{name}` (`{model}`)" for name, model in facts.generators) + ".",
-        f"- {'Judge' if len(facts.judges) == 1 else 'Judges'}: "
-        + "; ".join(f"`{name}` (`{model}`)" for name, model in facts.judges)
-        + ", UltraFeedback-style rubric, aspects: "
-        + ", ".join(f"`{a}`" for a in facts.aspects)
-        + f" (rubric version `{facts.rubric_version}`). An answer's score is the mean of its aspect ratings.",
+        f"- {'Judge' if len(facts.judges) == 1 else 'Judges'}: {_judges(facts.judges)}; UltraFeedback-style "
+        f"rubric (rubric version `{facts.rubric_version}`). {_score_rule(len(facts.judges))}",
         f"- Pairs: {facts.pair_policy}",
         "- Decided by: " + (", ".join(f"{k} {v}" for k, v in sorted(facts.pair_sources.items())) or "none") + ".",
     ]
@@ -107,3 +114,16 @@ def render_card(facts: CardFacts) -> str:
     for title, text in card_sections(facts).items():
         body += [f"## {title}", "", text.strip(), ""]
     return "---\n" + header + "---\n\n" + "\n".join(body)
+
+
+def _judges(judges: Sequence[CardJudge]) -> str:
+    return "; ".join(f"`{j.name}` (`{j.model}`, aspects: {', '.join(f'`{a}`' for a in j.aspects)})" for j in judges)
+
+
+def _score_rule(panel_size: int) -> str:
+    if panel_size == 1:
+        return "An answer's score is the mean of the judge's ratings of it over its aspects (and passes and parts)."
+    return (
+        "An answer's score is the mean over the judges that rated it of each judge's mean rating of it over that "
+        "judge's aspects (and passes and parts)."
+    )

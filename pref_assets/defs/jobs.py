@@ -34,6 +34,8 @@ CONFIG_TAG = f"{TAG_PREFIX}config"
 CONFIG_FILE_TAG = f"{TAG_PREFIX}config_file"
 STORAGE_TAG = f"{TAG_PREFIX}storage"
 _TAG_CHARS = 200
+# The ``config_file`` of a run made with the embedded default configuration.
+EMBEDDED_DEFAULT = "the embedded default"
 
 
 def config_file() -> str | None:
@@ -42,9 +44,9 @@ def config_file() -> str | None:
     return str(Path(chosen).resolve()) if chosen else None
 
 
-def config_identity(settings: Settings, file: str | None = None) -> dict[str, str]:
-    """Return what tells this configuration's data apart: source, generators, judges and storage, and a short id
-    hashed from them. Two configurations writing to the same ``storage_dir`` with other models get other ids."""
+def source_description(settings: Settings) -> str:
+    """Return where the prompts come from as ``kind: where``: the shipped set, the files, the Hub dataset (split
+    and revision) or the watched folder. The run tags and the dataset card both say it this way."""
     source = settings.source
     where = {
         "embedded": "the shipped prompt set",
@@ -52,14 +54,20 @@ def config_identity(settings: Settings, file: str | None = None) -> dict[str, st
         "hub": f"{source.repo_id} ({source.split}{'@' + source.revision if source.revision else ''})",
         "folder": str(source.folder),
     }[source.kind]
+    return f"{source.kind}: {where}"
+
+
+def config_identity(settings: Settings, file: str | None = None) -> dict[str, str]:
+    """Return what tells this configuration's data apart: source, generators, judges and storage, and a short id
+    hashed from them. Two configurations writing to the same ``storage_dir`` with other models get other ids."""
     identity = {
-        "source": f"{source.kind}: {where}",
+        "source": source_description(settings),
         "generators": ", ".join(f"{g.name}={g.model}" for g in settings.generators),
         "judge": ", ".join(f"{j.name}={j.model}" for j in settings.panel),
         "storage": str(Path(settings.storage_dir).resolve()),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:12]
-    return {"config": digest, **identity, "config_file": file or "the embedded default"}
+    return {"config": digest, **identity, "config_file": file or EMBEDDED_DEFAULT}
 
 
 def config_tags(identity: dict[str, str]) -> dict[str, str]:

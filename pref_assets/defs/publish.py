@@ -14,12 +14,12 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from pref_assets.core.card import CardFacts, render_card
+from pref_assets.core.card import CardFacts, CardJudge, render_card
 from pref_assets.core.paths import contained_path
 from pref_assets.core.rows import PreferenceRow, column_docs
 from pref_assets.core.rubric import RUBRIC_VERSION
 from pref_assets.defs import card_sections, schemas
-from pref_assets.defs.jobs import config_file, config_identity
+from pref_assets.defs.jobs import config_file, config_identity, source_description
 from pref_assets.defs.stages.common import FOLLOW_UPSTREAM, backfill_policy
 from pref_assets.export import PAIR_COLUMNS, collect_pairs, partition_files, to_layout
 from pref_assets.hub_upload import publishing, push, write_local
@@ -64,7 +64,7 @@ def build_publish_asset(settings: Settings, partitions: dg.PartitionsDefinition)
             pairs = pairs if pairs.height else _empty_pairs()
             rows = _all_rows(base / publish.asset)
             sections = [section(settings, base, pairs) for section in CARD_SECTIONS]
-            card = render_card(_facts(settings, pairs, rows, {k: v for s in sections for k, v in s.items()}))
+            card = render_card(card_facts(settings, pairs, rows, {k: v for s in sections for k, v in s.items()}))
             write_local(pairs, card, out_dir, publish.layout, private=settings.private_files)
         pushed, where = push(out_dir, publish.repo_id, hub.token, private=publish.private)
         context.log.info(where)
@@ -145,7 +145,9 @@ def card_features(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return list(data.to_dict()["dataset_info"]["features"])
 
 
-def _facts(settings: Settings, pairs: pl.DataFrame, rows: pl.DataFrame, sections: Mapping[str, str]) -> CardFacts:
+def card_facts(settings: Settings, pairs: pl.DataFrame, rows: pl.DataFrame, sections: Mapping[str, str]) -> CardFacts:
+    """Return what the card states: the configuration's models, judges (each with its aspects), pair policy and
+    source, counted against the published ``pairs`` and the stage's status ``rows``; ``sections`` follow."""
     policy = settings.pairs
     publish = settings.publish
     rejected = "the lowest-scored answer" if policy.rejected == "lowest" else "a random lower-scored answer"
@@ -153,8 +155,7 @@ def _facts(settings: Settings, pairs: pl.DataFrame, rows: pl.DataFrame, sections
     return CardFacts(
         title=publish.repo_id or "pref-assets preference set",
         generators=[(g.name, g.model) for g in settings.generators],
-        judges=[(j.name, j.model) for j in settings.panel],
-        aspects=settings.judge.aspects,
+        judges=[CardJudge(j.name, j.model, j.aspects) for j in settings.panel],
         pair_policy=f"chosen is the highest-scored answer, rejected {rejected}, minimum margin "
         f"{policy.min_margin}; prompts whose answers all tie give no pair.",
         layout=publish.layout,
@@ -163,7 +164,7 @@ def _facts(settings: Settings, pairs: pl.DataFrame, rows: pl.DataFrame, sections
         pair_sources=_sources(pairs),
         batches=sorted(pairs["batch"].unique().to_list()) if pairs.height else [],
         rubric_version=RUBRIC_VERSION,
-        source=settings.source.repo_id or ", ".join(settings.source.paths) or "the embedded prompt set",
+        source=source_description(settings),
         license=publish.license,
         language=publish.language,
         features=card_features(layout),
