@@ -125,7 +125,8 @@ def test_candidates_principles_and_panel_account_for_every_prompt(tmp_path: Path
     assert sum(shown["answers_by_principle"].values()) == generations.height
     panel = _metadata(instance, "ratings")
     assert panel["panel"] == ["judge-one", "judge-two"] and panel["min_judges"] == 1
-    assert "inter_judge_alpha" in panel
+    alpha = panel["inter_judge_alpha"]
+    assert isinstance(alpha, float) and -1.0 <= alpha <= 1.0, "two judges rating the same answers give an alpha"
     assert panel["inter_judge_rank_agreement"]["judge-one ~ judge-two"]["answer_pairs"] > 0
     assert panel["judge_failures_by_judge"]["judge-one"] == len(failed_judge)
     assert panel["parts_anchor_comparisons"] > 0
