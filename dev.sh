@@ -84,7 +84,7 @@ case "${1:-}" in
     exec "$VENV/bin/dagster" dev -w workspace.yaml --port "${2:-3000}"
     ;;
   *)
-    sed -n '2,7p' "$0"
+    awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"
     exit 2
     ;;
 esac

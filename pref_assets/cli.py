@@ -247,18 +247,28 @@ def _cache_command(action: str) -> str:
 def summary_settings(partition: str) -> tuple[Settings, str]:
     """Return the configuration to summarize ``partition`` with, and where it came from: ``$PREF_ASSETS_CONFIG``,
     ``./pref_assets.yaml``, the configuration file of the batch's last run in the Dagster instance, or the
-    embedded default."""
+    embedded default (also when that file is gone: then a warning on stderr says so)."""
+    from pref_assets.defs.jobs import EMBEDDED_DEFAULT
+
     if os.environ.get(CONFIG_ENV):
         return load_settings(), f"{os.environ[CONFIG_ENV]} (from {CONFIG_ENV})"
     if Path(DEFAULT_CONFIG_FILE).is_file():
         return load_settings(), f"{Path(DEFAULT_CONFIG_FILE).resolve()} (./{DEFAULT_CONFIG_FILE})"
     last = _last_run_config(partition)
-    if last:
+    if last is None:
+        return load_settings(), EMBEDDED_DEFAULT
+    if last == EMBEDDED_DEFAULT:
+        return load_settings(), f"{EMBEDDED_DEFAULT} (used by the last run of {partition})"
+    if Path(last).is_file():
         return load_settings(last), f"{last} (used by the last run of {partition})"
-    return load_settings(), "the embedded default"
+    print(f"warning: {last}, the configuration file of the last run of {partition}, is gone; the embedded default "
+          "is read instead, and its storage_dir may not be the one that run wrote to", file=sys.stderr)  # fmt: skip
+    return load_settings(), f"{EMBEDDED_DEFAULT} ({last}, used by the last run of {partition}, is gone)"
 
 
 def _last_run_config(partition: str) -> str | None:
+    """Return the ``config_file`` tag of the batch's last run that has one (a path, or the embedded default), or
+    None when there is no Dagster instance or no such run."""
     import dagster as dg
 
     from pref_assets.defs.jobs import CONFIG_FILE_TAG
@@ -267,13 +277,7 @@ def _last_run_config(partition: str) -> str | None:
         return None
     with _instance() as instance:
         runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": partition}), limit=20)
-    for run in runs:
-        file = run.tags.get(CONFIG_FILE_TAG)
-        if file and Path(file).is_file():
-            return file
-        if file:  # the last run used the embedded default
-            return None
-    return None
+    return next((run.tags[CONFIG_FILE_TAG] for run in runs if run.tags.get(CONFIG_FILE_TAG)), None)
 
 
 def summarize(partition: str) -> str:

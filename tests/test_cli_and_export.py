@@ -125,7 +125,7 @@ def test_summary_reads_the_configuration_of_the_batch_s_last_run(
 ) -> None:
     import dagster as dg
 
-    from pref_assets.defs.jobs import CONFIG_FILE_TAG
+    from pref_assets.defs.jobs import CONFIG_FILE_TAG, EMBEDDED_DEFAULT
 
     config = tmp_path / "elsewhere.yaml"
     config.write_text(f"storage_dir: {store}\n")
@@ -140,9 +140,12 @@ def test_summary_reads_the_configuration_of_the_batch_s_last_run(
     def tagged() -> None:
         noop()
 
+    gone = tmp_path / "deleted.yaml"
+    recorded = {"batch-00001": str(config), "batch-00002": str(gone), "batch-00003": EMBEDDED_DEFAULT}
     with dg.DagsterInstance.local_temp(str(home)) as instance:
-        tags = {"dagster/partition": "batch-00001", CONFIG_FILE_TAG: str(config)}
-        assert tagged.execute_in_process(instance=instance, tags=tags).success
+        for batch, file in recorded.items():
+            tags = {"dagster/partition": batch, CONFIG_FILE_TAG: file}
+            assert tagged.execute_in_process(instance=instance, tags=tags).success
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -154,7 +157,16 @@ def test_summary_reads_the_configuration_of_the_batch_s_last_run(
     assert out.startswith(f"configuration: {config} (used by the last run of batch-00001); storage_dir: {store}")
     assert "dpo_pairs              ok 1" in out and "preference_dataset     not materialized" in out
     assert main(["summary", "--partition", "batch-00000"]) == 0  # no run of that batch: the defaults
-    assert capsys.readouterr().out.startswith("configuration: the embedded default")
+    assert capsys.readouterr().out.startswith("configuration: the embedded default; storage_dir")
+    assert main(["summary", "--partition", "batch-00003"]) == 0
+    shown = capsys.readouterr()
+    assert shown.out.startswith("configuration: the embedded default (used by the last run of batch-00003);")
+    assert shown.err == ""
+    assert main(["summary", "--partition", "batch-00002"]) == 0  # its configuration file was deleted since
+    shown = capsys.readouterr()
+    assert shown.out.startswith(f"configuration: the embedded default ({gone}, used by the last run of batch-00002, "
+                                "is gone);")  # fmt: skip
+    assert shown.err.startswith(f"warning: {gone}, the configuration file of the last run of batch-00002, is gone")
 
 
 def test_a_run_with_another_configuration_in_the_same_instance_is_noted(
