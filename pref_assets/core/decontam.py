@@ -6,11 +6,14 @@ the benchmark's prompts and at least ``min_overlap`` of its words lie inside suc
 or when its words are exactly a benchmark prompt's (which also catches prompts shorter than a run). The reason
 names the benchmark, the benchmark row that shares the most runs, and where that row is.
 
-Runs are looked up by Python's hash of the word tuple: an index lives in one process and is never stored.
+Runs are looked up by Python's hash of the word tuple: an index lives in one process and is never stored. Its
+``version`` (a digest of the rows' words and the matching settings) keys what depends on it, such as the stored
+near-duplicate index, which keeps no contaminated prompt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -36,10 +39,12 @@ class BenchmarkIndex:
     runs: dict[int, int] = field(default_factory=dict)
     whole: dict[int, int] = field(default_factory=dict)
     refs: list[str] = field(default_factory=list)
+    _content: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
 
     def add(self, tokens: Sequence[str], ref: str) -> None:
         """Add the next benchmark row (its words, and where it is); an empty row is counted but matches nothing."""
         self.refs.append(ref)
+        self._content.update(("\x1f".join(tokens) + "\x1e").encode("utf-8"))
         row = len(self.refs)
         if not tokens:
             return
@@ -52,6 +57,12 @@ class BenchmarkIndex:
     def rows(self) -> int:
         """Return how many benchmark rows the index holds."""
         return len(self.refs)
+
+    @property
+    def version(self) -> str:
+        """Return a digest of what decides which prompts the index finds: its rows' words and its settings."""
+        settings = f"{self.ngram_words}|{self.min_overlap}|".encode()
+        return hashlib.sha256(settings + self._content.digest()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +109,11 @@ def find_contamination(tokens: Sequence[str], index: BenchmarkIndex) -> Contamin
     return Contamination(index.name, row, index.refs[row - 1], overlap, n)
 
 
+def first_contamination(tokens: Sequence[str], indexes: Sequence[BenchmarkIndex]) -> Contamination | None:
+    """Return how the prompt of ``tokens`` overlaps the first benchmark of ``indexes`` it overlaps, or None."""
+    return next((c for c in (find_contamination(tokens, i) for i in indexes) if c is not None), None)
+
+
 def mark_contaminated(
     rows: Iterable[PromptRow], indexes: Sequence[BenchmarkIndex]
 ) -> tuple[list[PromptRow], dict[str, int]]:
@@ -107,8 +123,7 @@ def mark_contaminated(
     out = []
     for row in rows:
         if row.ok and indexes:
-            tokens = prompt_words(row)
-            found = next((c for c in (find_contamination(tokens, i) for i in indexes) if c is not None), None)
+            found = first_contamination(prompt_words(row), indexes)
             if found is not None:
                 counts[found.benchmark] += 1
                 row = replace(row, **status.failure(status.STAGE_PROMPTS, found.reason()))

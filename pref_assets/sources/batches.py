@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pref_assets.core.batching import batch_bounds
+from pref_assets.core.decontam import BenchmarkIndex
 from pref_assets.core.dedupe import NearOriginal
 from pref_assets.core.ids import source_row_ids
 from pref_assets.core.prompts import Original, PromptSourceError, RawRow, first_occurrences
@@ -52,17 +53,23 @@ def index_dir(storage_dir: str | Path) -> Path:
 
 
 def read_source_batch(
-    source: SourceSettings, key: str, batch_size: int, storage_dir: str | Path, dedupe: DedupeSettings | None = None
+    source: SourceSettings,
+    key: str,
+    batch_size: int,
+    storage_dir: str | Path,
+    dedupe: DedupeSettings | None = None,
+    benchmarks: Sequence[BenchmarkIndex] = (),
 ) -> SourceBatch:
     """Return batch ``key`` of ``source``; raise PromptSourceError as reading the whole source would. With
-    ``dedupe`` (and ``dedupe.near_duplicates``) the batch also names the near-duplicates' kept prompts."""
+    ``dedupe`` (and ``dedupe.near_duplicates``) the batch also names the near-duplicates' kept prompts (never a
+    prompt contaminated by one of ``benchmarks``)."""
     row_key = source_row_ids(key, batch_size)
     dedupe = dedupe if dedupe is not None and dedupe.near_duplicates else None
     if source.kind == "files":
-        return _files_batch(source, key, batch_size, index_dir(storage_dir), row_key, dedupe)
+        return _files_batch(source, key, batch_size, index_dir(storage_dir), row_key, dedupe, benchmarks)
     if source.kind == "hub":
         start, stop = batch_bounds(key, batch_size)
-        rows, index, near_index = read_hub_rows(source, start, stop, index_dir(storage_dir), dedupe)
+        rows, index, near_index = read_hub_rows(source, start, stop, index_dir(storage_dir), dedupe, benchmarks)
         total = index.rows
         where = f"hub:{source.repo_id}[{source.split}]"
         originals = _originals(index, start, len(rows), lambda line: f"{where}:row {line}", row_key, 0)
@@ -74,7 +81,7 @@ def read_source_batch(
     earlier = first_occurrences(rows[:start], source.columns, max_chars=source.max_prompt_chars, row_key=row_key)
     near = {}
     if dedupe is not None:
-        found, similarity = near_in_memory(rows[:stop], source.columns, source.max_prompt_chars, dedupe)
+        found, similarity = near_in_memory(rows[:stop], source.columns, source.max_prompt_chars, dedupe, benchmarks)
         near = {
             i - start: NearOriginal(row_key(p), rows[p].source_ref, s)
             for i, (p, s) in enumerate(zip(found, similarity, strict=True))
@@ -120,6 +127,7 @@ def _files_batch(
     folder: Path,
     row_key: Callable[[int], str],
     dedupe: DedupeSettings | None,
+    benchmarks: Sequence[BenchmarkIndex],
 ) -> SourceBatch:
     sources = _file_indexes(source, folder)
     total = sum(f.index.rows for f in sources)
@@ -137,13 +145,18 @@ def _files_batch(
         originals.update(_earlier_files(sources[:number], file.index, lo, hi, row_key))
     near = {}
     if dedupe is not None and rows:
-        index = _files_near(source, sources, total, folder, dedupe)
+        index = _files_near(source, sources, total, folder, dedupe, benchmarks)
         near = _near(index, start, len(rows), lambda p: _files_ref(sources, p), row_key)
     return SourceBatch(rows, start, stop, total, originals, near)
 
 
 def _files_near(
-    source: SourceSettings, sources: Sequence[_File], total: int, folder: Path, dedupe: DedupeSettings
+    source: SourceSettings,
+    sources: Sequence[_File],
+    total: int,
+    folder: Path,
+    dedupe: DedupeSettings,
+    benchmarks: Sequence[BenchmarkIndex],
 ) -> RowIndex:
     """Return the near-duplicate index of the first ``total`` rows of a files source (built once per version)."""
     mapping, max_chars = source.columns, source.max_prompt_chars
@@ -159,7 +172,7 @@ def _files_near(
                 rows = whole[lo:hi] if whole is not None else read_rows(file.path, file.index, lo, hi)
                 yield rows, known_repeats(file.index, lo, hi)
 
-    return stored_near(folder, name, version, chunks, mapping, dedupe)
+    return stored_near(folder, name, version, chunks, mapping, max_chars, dedupe, benchmarks)
 
 
 def _files_ref(sources: Sequence[_File], position: int) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 
+from pref_assets.core.decontam import BenchmarkIndex
 from pref_assets.core.prompts import PromptSourceError, RawRow, check_columns
 from pref_assets.core.secrets import Secrets
 from pref_assets.settings import DedupeSettings, SourceSettings
@@ -67,7 +68,12 @@ def read_hub(source: SourceSettings) -> list[RawRow]:
 
 
 def read_hub_rows(
-    source: SourceSettings, start: int, stop: int, index_dir: Path | None, dedupe: DedupeSettings | None = None
+    source: SourceSettings,
+    start: int,
+    stop: int,
+    index_dir: Path | None,
+    dedupe: DedupeSettings | None = None,
+    benchmarks: Sequence[BenchmarkIndex] = (),
 ) -> tuple[list[RawRow], RowIndex, RowIndex | None]:
     """Return rows [start, stop) of ``source.repo_id`` / ``source.split`` (within ``source.limit``), the split's
     row index and, with ``dedupe``, its near-duplicate index. Only these rows become Python values; the indexes
@@ -91,7 +97,9 @@ def read_hub_rows(
             return _near_chunks(dataset, total, index, where)
 
         near_dir = index_dir if fingerprint else None
-        near = stored_near(near_dir, f"near-{name}", near_version(dedupe, version), chunks, source.columns, dedupe)
+        near_key = near_version(dedupe, version)
+        near = stored_near(near_dir, f"near-{name}", near_key, chunks, source.columns, source.max_prompt_chars, dedupe,
+                           benchmarks)  # fmt: skip
     return rows, index, near
 
 

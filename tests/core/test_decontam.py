@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from pref_assets.core.decontam import BenchmarkIndex, clean_prompt_counts, find_contamination, mark_contaminated
 from pref_assets.core.dedupe import NearOriginal, mark_near_duplicates, words
 from pref_assets.core.prompts import RawRow, normalize_rows
@@ -65,3 +69,21 @@ def test_counts_for_the_card_are_read_back_from_the_reasons() -> None:
     rows = mark_near_duplicates(rows, {4: NearOriginal("b#3", "f:3", 0.9)})
     counts = clean_prompt_counts(rows)
     assert counts == {"near_duplicates": 1, "duplicates": 1, "contaminated": {"gsm8k-test": 1}}
+
+
+def test_the_version_follows_the_words_and_the_settings_not_the_process() -> None:
+    version = _index("gsm8k", [QUESTION, "Name the largest desert."]).version
+    assert _index("other-name", ["natalia SOLD clips to 48 of her friends in April and then she sold half as many "
+                                 "clips in May", "name the largest desert"]).version == version  # fmt: skip
+    script = ("from pref_assets.core.decontam import BenchmarkIndex; from pref_assets.core.dedupe import words; "
+              f"i = BenchmarkIndex('b', 8); i.add(words({QUESTION!r}), 'x'); i.add(words('Name the largest desert.'), "
+              "'y'); print(i.version)")  # fmt: skip
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == version, "the same in every process, whatever its string hashing"
+    assert _index("gsm8k", [QUESTION]).version != version
+    assert _index("gsm8k", [QUESTION, "Name the largest"]).version != version
+    assert _index("gsm8k", ["Name the largest desert.", QUESTION]).version != version
+    assert _index("gsm8k", [QUESTION, "Name the largest desert."], n=9).version != version
+    assert _index("gsm8k", [QUESTION, "Name the largest desert."], min_overlap=0.5).version != version

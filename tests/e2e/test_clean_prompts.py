@@ -1,7 +1,7 @@
 """The whole pipeline on fake servers with clean-prompt checks: a benchmark holding some of the prompts, a
 near-duplicate pair across two batches and an exact repeat, next to two candidates per generator, two principles
 and a two-judge panel. Every prompt is accounted for at every stage with the right reason, and no prompt that
-failed its checks reaches a model."""
+failed its checks reaches a model; a prompt nearly alike a contaminated one is kept."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ BATCHES = ("batch-00000", "batch-00001")
 CHAIN = ["prompts", "generations_by_model", "grouped", "ratings", "dpo_pairs", "argilla_records", "human_feedback",
          "preference_pairs"]  # fmt: skip
 LONG = "Describe how tides are caused by the moon and the sun, and why some coasts see two high tides a day"
+# Holds the 8-word run "janet has three apples and buys five more" of the first benchmark prompt, in a prompt long
+# enough that changing one word of the run leaves a near-duplicate that shares no run with the benchmark.
+CONTAMINATED = (
+    "Quick one for the class. Janet has three apples and buys five more; draw the apples, then say in your own words "
+    "which operation fits, why it fits, and how to check the answer with counters on the desk"
+)
 BENCH = [
     "Janet has three apples and buys five more at the market on Sunday; how many apples does she have now?",
     "Translate the following sentence into French: the library opens at nine in the morning.",
@@ -31,10 +37,11 @@ BENCH = [
 def _config(tmp_path: Path, first: str, second: str) -> Path:
     questions = [f"Question number {i}?" for i in range(12)]
     questions[2] = LONG
-    questions[4] = "Quick one. Janet has three apples and buys five more at the market; what now?"  # 8-word run
+    questions[4] = CONTAMINATED  # 8-word run
     questions[7] = "name the LARGEST desert on earth!"  # the same words as a short benchmark prompt
     questions[9] = LONG + ", please?"  # near-duplicate of row 2
     questions[11] = "question number 0?"  # an exact repeat (after normalization) of row 0
+    questions[10] = CONTAMINATED.replace("buys five", "picks five")  # nearly row 4, but clean: it stays
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions))
     bench = tmp_path / "bench.jsonl"
@@ -87,6 +94,7 @@ def test_contaminated_near_duplicate_and_repeated_prompts_are_failed_before_any_
     assert reasons["batch-00001#3"].startswith("near_duplicate: ")
     assert f"alike {prompts_file}:3 " in reasons["batch-00001#3"]
     assert reasons["batch-00001#5"] == f"duplicate: same prompt as {prompts_file}:1"
+    assert reasons["batch-00001#4"] is None, "nearly alike a contaminated prompt, which does not stay: kept"
     failed = {"batch-00000#4", "batch-00001#1", "batch-00001#3", "batch-00001#5"}
     assert {r for r, why in reasons.items() if why is not None} == failed
     duplicate_of = dict(zip(prompts["row_id"], prompts["duplicate_of"], strict=True))

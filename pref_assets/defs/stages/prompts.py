@@ -1,7 +1,9 @@
 """`prompts`: one batch of source rows, normalized; bad rows kept with their reason.
 
 Before any model sees a prompt, it is checked against the configured benchmarks (``decontaminate:``, failed
-``contaminated``) and against the earlier prompts of the whole source (``dedupe:``, failed ``near_duplicate``).
+``contaminated``) and against the earlier prompts of the whole source (``dedupe:``, failed ``near_duplicate``): the
+near-duplicate index is built with the same benchmarks, so a contaminated prompt is never the one a near-duplicate
+names.
 """
 
 import dagster as dg
@@ -39,7 +41,8 @@ def build_prompts(stage: Stage) -> dg.AssetsDefinition:
         def output(batch: str) -> BatchOutput:
             try:
                 source = pinned(settings.source, context.run.tags.get(HUB_REVISION_TAG))
-                read = read_source_batch(source, batch, settings.batch_size, settings.storage_dir, settings.dedupe)
+                read = read_source_batch(source, batch, settings.batch_size, settings.storage_dir, settings.dedupe,
+                                         benchmarks)  # fmt: skip
                 start, stop = read.start, read.stop
                 row_key = source_row_ids(batch, settings.batch_size)
                 kept = normalize_rows(read.rows, settings.source.columns, max_chars=settings.source.max_prompt_chars,
