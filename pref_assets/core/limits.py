@@ -3,6 +3,9 @@
 A file is at most ``MAX_FILE_BYTES``; a row (a JSONL line, a JSON item, a CSV or Parquet row) at most
 ``MAX_ROW_CHARS`` characters of text; a JSON value at most ``MAX_DEPTH`` arrays or objects deep. Deeper or bigger
 input is refused with a message, never a ``RecursionError`` or a stalled reader.
+
+A benchmark (``decontaminate:``) is indexed whole, one entry per run of words, so it holds at most
+``MAX_BENCHMARK_ROWS`` rows unless its ``limit`` says how many of its first rows to take.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_ROW_CHARS = 8 * 1024 * 1024
 MAX_DEPTH = 32
+MAX_BENCHMARK_ROWS = 100_000
 
 # A JSON string (escapes included), whose brackets are not structure, or a bracket.
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
@@ -61,6 +65,14 @@ def value_problem(value: Any) -> str | None:
             stack.extend((child, depth + 1) for child in children)
         if chars > max_chars:
             return f"row holds over {max_chars} characters of text, the limit"
+    return None
+
+
+def benchmark_rows_problem(name: str, where: str, rows: int) -> str | None:
+    """Return why benchmark ``name``, ``rows`` rows long up to ``where``, is too big to index whole, or None."""
+    if rows > MAX_BENCHMARK_ROWS:
+        return (f"benchmark {name!r}: {rows} rows up to {where}, over the limit of {MAX_BENCHMARK_ROWS} for a "
+                f"benchmark without a limit; set its limit: to index only its first rows")  # fmt: skip
     return None
 
 

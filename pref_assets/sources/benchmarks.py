@@ -1,10 +1,11 @@
-"""Benchmark prompts for decontamination (``decontaminate:``): files or Hub datasets, read bounded, indexed once
-per benchmark version in each process.
+"""Benchmark prompts for decontamination (``decontaminate:``): files or Hub datasets, read bounded, indexed once per
+benchmark version in each process.
 
 Files go through the prompt-file readers (``pref_assets.sources.files``: size, row and nesting bounds, errors naming
-``file:line``); Hub rows are checked against the same row bounds. A cell of a listed column is text, or a list of
-chat turns whose text contents are joined; other values are no text. A benchmark that cannot be read stops the
-``prompts`` step naming it: prompts are never let through unchecked.
+``file:line``); Hub rows are checked against the same row bounds. Without a ``limit``, a benchmark of more than
+``MAX_BENCHMARK_ROWS`` rows (files or Hub split) is refused naming it, before its rows are indexed. A cell of a
+listed column is text, or a list of chat turns whose text contents are joined; other values are no text. A benchmark
+that cannot be read stops the ``prompts`` step naming it: prompts are never let through unchecked.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from pref_assets.core.decontam import BenchmarkIndex
 from pref_assets.core.dedupe import words
+from pref_assets.core.limits import benchmark_rows_problem
 from pref_assets.core.prompts import PromptSourceError, RawRow
 from pref_assets.core.text import describe_columns
 from pref_assets.settings import BenchmarkSettings, SourceSettings
@@ -44,7 +46,8 @@ def benchmark_index(benchmark: BenchmarkSettings) -> BenchmarkIndex:
 
 
 def build_benchmark_index(benchmark: BenchmarkSettings) -> BenchmarkIndex:
-    """Return the index of ``benchmark``'s prompts (at most ``limit`` rows)."""
+    """Return the index of ``benchmark``'s prompts (at most ``limit`` rows; without one, at most
+    ``MAX_BENCHMARK_ROWS``, else PromptSourceError)."""
     index = BenchmarkIndex(benchmark.name, benchmark.ngram_words, benchmark.min_overlap)
     for number, row in enumerate(_rows(benchmark)):
         if benchmark.limit is not None and number >= benchmark.limit:
@@ -56,9 +59,13 @@ def build_benchmark_index(benchmark: BenchmarkSettings) -> BenchmarkIndex:
 
 def _rows(benchmark: BenchmarkSettings) -> Iterator[RawRow]:
     if benchmark.kind == "files":
+        count = 0
         for path in map(Path, benchmark.paths):
             rows = files.read_file(path)
             _check_columns(rows, benchmark, str(path))
+            count += len(rows)
+            if benchmark.limit is None:
+                _check_size(benchmark, str(path), count)
             yield from rows
         return
     source = SourceSettings(kind="hub", repo_id=benchmark.repo_id, split=benchmark.split, revision=benchmark.revision)
@@ -68,6 +75,8 @@ def _rows(benchmark: BenchmarkSettings) -> Iterator[RawRow]:
         raise PromptSourceError(f"benchmark {benchmark.name!r}: {err}") from None
     where = f"hub:{benchmark.repo_id}[{benchmark.split}]"
     _check_columns([RawRow(where, dict.fromkeys(dataset.column_names))], benchmark, where)
+    if benchmark.limit is None:
+        _check_size(benchmark, where, len(dataset))
     total = len(dataset) if benchmark.limit is None else min(len(dataset), benchmark.limit)
     columns = dataset.select_columns([c for c in benchmark.columns if c in dataset.column_names])
     for start in range(0, total, 5_000):
@@ -75,6 +84,12 @@ def _rows(benchmark: BenchmarkSettings) -> Iterator[RawRow]:
             ref = f"{where}:row {start + i + 1}"
             files.check_row(values, f"benchmark {benchmark.name!r}: {ref}")
             yield RawRow(ref, values)
+
+
+def _check_size(benchmark: BenchmarkSettings, where: str, rows: int) -> None:
+    problem = benchmark_rows_problem(benchmark.name, where, rows)
+    if problem is not None:
+        raise PromptSourceError(problem)
 
 
 def _check_columns(rows: Sequence[RawRow], benchmark: BenchmarkSettings, where: str) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pref_assets.core import limits
 from pref_assets.core.decontam import find_contamination
 from pref_assets.core.dedupe import words
+from pref_assets.core.limits import MAX_BENCHMARK_ROWS
 from pref_assets.core.prompts import PromptSourceError
 from pref_assets.settings import BenchmarkSettings
 from pref_assets.sources.benchmarks import benchmark_index, build_benchmark_index
@@ -85,3 +87,32 @@ def test_a_hub_benchmark_reads_its_configuration_and_columns(monkeypatch: pytest
     assert (source.repo_id, source.split, config) == ("org/gsm", "test", "main")
     found = find_contamination(words(QUESTION), index)
     assert found is not None and found.ref == "hub:org/gsm[test]:row 2"
+
+
+def test_a_hub_benchmark_over_the_row_cap_is_refused_by_name_unless_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    from pref_assets.sources import hub
+
+    rows = MAX_BENCHMARK_ROWS + 1
+    dataset = datasets.Dataset.from_dict({"question": [QUESTION] + ["short"] * (rows - 1)})
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "_load", lambda source, offline, config=None: dataset)
+    spec = BenchmarkSettings(name="huge", kind="hub", repo_id="org/huge", columns=["question"])
+    with pytest.raises(PromptSourceError, match=rf"benchmark 'huge': {rows} rows up to hub:org/huge\[test\], over "
+                                                rf"the limit of {MAX_BENCHMARK_ROWS} .*set its limit:"):  # fmt: skip
+        build_benchmark_index(spec)
+    limited = build_benchmark_index(spec.model_copy(update={"limit": 2}))
+    assert limited.rows == 2 and find_contamination(words(QUESTION), limited) is not None
+
+
+def test_benchmark_files_over_the_row_cap_are_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "MAX_BENCHMARK_ROWS", 3)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for path in (first, second):
+        path.write_text("".join(json.dumps({"prompt": f"{QUESTION} {i}"}) + "\n" for i in range(2)))
+    spec = BenchmarkSettings(name="two-files", paths=[str(first), str(second)])
+    with pytest.raises(PromptSourceError, match=rf"benchmark 'two-files': 4 rows up to {second}, over the limit of 3"):
+        build_benchmark_index(spec)
+    assert build_benchmark_index(spec.model_copy(update={"paths": [str(first)]})).rows == 2
+    assert build_benchmark_index(spec.model_copy(update={"limit": 4})).rows == 4
