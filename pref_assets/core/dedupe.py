@@ -5,16 +5,18 @@ A prompt's words are its whole conversation's text (system prompt and turns) in 
 punctuation and spacing do not count. Two prompts are near-duplicates when the Jaccard similarity of their sets of
 word ``shingle_words``-grams, estimated by MinHash over ``num_perm`` hash functions, reaches the threshold.
 
-Rows are taken in source order: a row is compared with the earlier *kept* rows only (a row that is neither a
-repeat nor a near-duplicate), so a near-duplicate always names a prompt that stays, and the answer does not depend
-on how the source is cut into batches. LSH bands bring up the candidates; each candidate's similarity is estimated
-from the two whole signatures and the most similar one at or above the threshold is named.
+Rows are taken in source order: a row is compared with the earlier *kept* rows only (a row that is neither a repeat
+nor a near-duplicate, nor failed for another reason such as ``contaminated``: callers skip those), so a
+near-duplicate always names a prompt that stays, and the answer does not depend on how the source is cut into
+batches. LSH bands bring up the candidates; each candidate's similarity is estimated from the two whole signatures
+and the most similar one at or above the threshold is named.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
@@ -124,14 +126,22 @@ class Near:
 
 
 class NearDuplicateFinder:
-    """Rows fed in source order, a chunk at a time; each row is checked against the kept rows before it."""
+    """Rows fed in source order, a chunk at a time; each row is checked against the kept rows before it.
+
+    What is held grows with the kept rows only, about 1.3 KB each at 128 hash functions: the signature (4 bytes a
+    hash function) in blocks of ``BLOCK`` rows, the row's position, and one entry in each band's table, whose value
+    is a kept row's number or, for the few keys shared by several, a list of them.
+    """
+
+    BLOCK = 65_536
 
     def __init__(self, threshold: float, num_perm: int) -> None:
         self.threshold = threshold
         self.num_perm = num_perm
         self.bands, self.rows = lsh_bands(threshold, num_perm)
-        self._tables: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
-        self._kept: dict[int, np.ndarray] = {}
+        self._tables: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
+        self._blocks: list[np.ndarray] = []
+        self._positions = array("q")
         rng = np.random.default_rng(7)
         self._mix = rng.integers(1, 2**63, self.rows, dtype=np.uint64) | np.uint64(1)
         self._next = 0
@@ -142,7 +152,6 @@ class NearDuplicateFinder:
         keys = self._band_keys(signatures)
         out: list[Near | None] = []
         for i, skipped in enumerate(skip):
-            position = self._next + i
             if skipped:
                 out.append(None)
                 continue
@@ -150,11 +159,24 @@ class NearDuplicateFinder:
             near = self._match(signatures[i], row_keys)
             out.append(near)
             if near is None:
-                self._kept[position] = signatures[i]
-                for table, key in zip(self._tables, row_keys, strict=True):
-                    table.setdefault(key, []).append(position)
+                self._keep(self._next + i, signatures[i], row_keys)
         self._next += len(skip)
         return out
+
+    def _keep(self, position: int, signature: np.ndarray, keys: list[int]) -> None:
+        kept = len(self._positions)
+        if kept % self.BLOCK == 0:
+            self._blocks.append(np.empty((self.BLOCK, self.num_perm), dtype=np.uint32))
+        self._blocks[-1][kept % self.BLOCK] = signature
+        self._positions.append(position)
+        for table, key in zip(self._tables, keys, strict=True):
+            held = table.get(key)
+            if held is None:
+                table[key] = kept
+            elif isinstance(held, list):
+                held.append(kept)
+            else:
+                table[key] = [held, kept]
 
     def _band_keys(self, signatures: np.ndarray) -> np.ndarray:
         used = signatures[:, : self.bands * self.rows].astype(np.uint64).reshape(len(signatures), self.bands, self.rows)
@@ -163,12 +185,17 @@ class NearDuplicateFinder:
     def _match(self, signature: np.ndarray, keys: list[int]) -> Near | None:
         candidates: set[int] = set()
         for table, key in zip(self._tables, keys, strict=True):
-            candidates.update(table.get(key, ()))
+            held = table.get(key)
+            if isinstance(held, list):
+                candidates.update(held)
+            elif held is not None:
+                candidates.add(held)
         best: Near | None = None
-        for position in sorted(candidates):
-            similarity = float(np.count_nonzero(self._kept[position] == signature)) / self.num_perm
+        for kept in sorted(candidates):
+            block, row = divmod(kept, self.BLOCK)
+            similarity = float(np.count_nonzero(self._blocks[block][row] == signature)) / self.num_perm
             if similarity >= self.threshold and (best is None or similarity > best.similarity):
-                best = Near(position, similarity)
+                best = Near(self._positions[kept], similarity)
         return best
 
 

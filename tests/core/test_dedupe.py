@@ -101,6 +101,9 @@ def test_chunks_give_the_same_answer_as_one_pass() -> None:
         pieces += finder.add(hasher.signatures([shingle_hashes(words(t), 3) for t in part]), [False] * len(part))
     assert pieces == whole
     assert sum(f is not None for f in whole) > 20
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(NearDuplicateFinder, "BLOCK", 3)
+        assert _find(texts) == whole, "kept signatures held in many small blocks give the same answer"
 
 
 def test_marking_fails_ok_rows_only_and_names_the_kept_prompt() -> None:
