@@ -4,6 +4,7 @@ folders it creates are 0700 and files 0600, unless ``private_files: false`` in t
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 DIR_MODE = 0o700
@@ -30,3 +31,16 @@ def restrict(path: Path, mode: int = FILE_MODE) -> None:
         os.chmod(path, mode)
     except (FileNotFoundError, PermissionError):
         return
+
+
+def open_sqlite(path: Path, *, private: bool) -> sqlite3.Connection:
+    """Open (creating) the SQLite file ``path`` in autocommit and WAL mode; when ``private``, the file and its WAL
+    and shared-memory files are 0600 and its new folders 0700."""
+    make_dirs(path.parent, private=private)
+    if private:
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE))
+        for made in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            restrict(made)
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    return db

@@ -43,7 +43,7 @@ from pref_assets.core.batch_jobs import (
 )
 from pref_assets.core.cost import cost_usd
 from pref_assets.core.secrets import Secrets
-from pref_assets.private import make_dirs, restrict
+from pref_assets.private import open_sqlite
 
 METADATA_KEY = "pref_assets_job"
 CLAIM_S = 300.0
@@ -159,13 +159,7 @@ class JobStore:
 
     def __init__(self, path: str | Path, *, private: bool = True) -> None:
         self.path = Path(path)
-        make_dirs(self.path.parent, private=private)
-        if private:
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            for made in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-                restrict(made)
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_sqlite(self.path, private=private)
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

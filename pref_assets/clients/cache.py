@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
-from pref_assets.private import make_dirs, restrict
+from pref_assets.private import open_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -45,13 +43,7 @@ class RequestCache:
 
     def __init__(self, path: str | Path, *, private: bool = True) -> None:
         self.path = Path(path)
-        make_dirs(self.path.parent, private=private)
-        if private:
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            for made in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-                restrict(made)
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_sqlite(self.path, private=private)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
 
