@@ -6,9 +6,9 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import pytest
+from judge_fakes import FakeResult
 
 from pref_assets.core.calibration import (
     PANEL,
@@ -22,20 +22,6 @@ from pref_assets.core.calibration import (
 from pref_assets.core.calls import Call
 from pref_assets.core.rating import JudgeSpec, judge_all, plan_tasks
 from pref_assets.sources.calibration import read_calibration_pairs
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    text: str | None
-    finish_reason: str | None = "stop"
-    prompt_tokens: int = 10
-    completion_tokens: int = 5
-    latency_s: float = 0.1
-    attempts: int = 1
-    error_kind: str | None = None
-    error: str | None = None
-    cached: bool = False
-
 
 PAIRS = [
     CalibrationPair("p1", "Capital of France?", "Paris.", "It is Lyon, the biggest city of France.", "wrong_facts"),

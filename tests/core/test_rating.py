@@ -3,26 +3,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
+
+from judge_fakes import FakeResult
 
 from pref_assets.core.calls import Call
 from pref_assets.core.pairs import pair_row
 from pref_assets.core.rating import REASK_MAX_TOKENS, JudgeSpec, judge_all, plan_tasks, rating_rows
 from pref_assets.core.rows import GroupedRow
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    text: str | None
-    finish_reason: str | None = "stop"
-    prompt_tokens: int = 10
-    completion_tokens: int = 5
-    latency_s: float = 0.1
-    attempts: int = 1
-    error_kind: str | None = None
-    error: str | None = None
-    cached: bool = False
 
 
 def _judge(**extra: Any) -> JudgeSpec:
