@@ -9,7 +9,9 @@ A batch moves through ``validating``, ``in_progress`` and ``finalizing`` to ``co
 the first time their body is sent (``error_fraction``), the first ``expire_first`` batches expire with only part
 of their lines done, a cancelled batch keeps the lines done before the cancel, and ``create_reply_delay_s``
 holds the answer to a create call after the batch exists (a client killed meanwhile never learns its id).
-Answers are those the online route gives for the same body (deterministic), without its fault knobs.
+Answers are those the online route gives for the same body (deterministic), without its fault knobs; of the judge
+requests, ``judge_truncated`` are answered cut off (``finish_reason: length``) and ``judge_malformed`` with
+unreadable JSON, chosen by a hash of the body (a re-ask with another seed draws again).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from typing import Any
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Answer = Callable[[dict[str, Any]], dict[str, Any]]
+# The completion answering a body: plainly, or with a fault ("truncated" or "malformed").
+Answer = Callable[[dict[str, Any], str | None], dict[str, Any]]
+IsJudge = Callable[[dict[str, Any]], bool]
 Authorized = Callable[[Scope], bool]
 CHAT_URL = "/v1/chat/completions"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
@@ -48,6 +52,8 @@ class BatchKnobs:
     max_requests_per_file: int = 50_000
     max_bytes_per_file: int = 200 * 1024 * 1024
     create_reply_delay_s: float = 0.0
+    judge_truncated: float = 0.0
+    judge_malformed: float = 0.0
 
     @classmethod
     def from_json(cls, text: str) -> BatchKnobs:
@@ -94,8 +100,8 @@ class _Batch:
 class FakeBatches:
     """Serves the Batch API routes of the fake server."""
 
-    def __init__(self, knobs: BatchKnobs, answer: Answer, authorized: Authorized) -> None:
-        self.knobs, self.answer, self.authorized = knobs, answer, authorized
+    def __init__(self, knobs: BatchKnobs, answer: Answer, authorized: Authorized, is_judge: IsJudge) -> None:
+        self.knobs, self.answer, self.authorized, self.is_judge = knobs, answer, authorized, is_judge
         self.files: dict[str, _File] = {}
         self.batches: dict[str, _Batch] = {}
         self.ids = itertools.count(1)
@@ -297,11 +303,22 @@ class FakeBatches:
                 continue
             self.repeated_after_success += digest in self.answered
             self.answered.add(digest)
-            outputs.append(_result_line(line, 200, self.answer(line["body"])))
+            outputs.append(_result_line(line, 200, self.answer(line["body"], self._fault(line["body"]))))
         batch.counts.update(completed=len(outputs), failed=len(errors))
         batch.output_file_id = self._store(outputs, "output") if outputs else None
         batch.error_file_id = self._store(errors, "errors") if errors else None
         batch.status, batch.ended_at = status, at
+
+    def _fault(self, body: dict[str, Any]) -> str | None:
+        """Return the fault a judge request's answer gets ("truncated", "malformed"), fixed by its body."""
+        knobs = self.knobs
+        if not (knobs.judge_truncated or knobs.judge_malformed) or not self.is_judge(body):
+            return None
+        digest = hashlib.sha256(b"judge_fault\0" + json.dumps(body, sort_keys=True).encode()).digest()
+        draw = int.from_bytes(digest[:8], "big") / 2**64
+        if draw < knobs.judge_truncated:
+            return "truncated"
+        return "malformed" if draw < knobs.judge_truncated + knobs.judge_malformed else None
 
     def _store(self, lines: list[dict[str, Any]], name: str) -> str:
         content = "".join(json.dumps(line) + "\n" for line in lines).encode()

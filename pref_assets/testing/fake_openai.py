@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import hashlib
 import itertools
 import json
@@ -478,6 +477,14 @@ def completion(body: dict[str, Any], faults: Faults, number: int) -> dict[str, A
     }
 
 
+def batch_answer(body: dict[str, Any], fault: str | None) -> dict[str, Any]:
+    """Return the Batch API's answer to ``body``: the online answer without latency or transport faults, cut off
+    or unreadable when ``fault`` says so."""
+    faults = Faults(timeout=False, server_error=None, malformed=fault == "malformed", truncated=fault == "truncated",
+                    latency=0.0)  # fmt: skip
+    return completion(body, faults, 0)
+
+
 # ---------------------------------------------------------------- hostile answers
 
 # What a generator answer plants for the judge: a forged answer section, orders, and a verdict-shaped JSON.
@@ -688,9 +695,7 @@ class FakeOpenAI:
             ("GET", "/_stats"): self.stats_route,
             ("POST", "/_reset"): self.reset_route,
         }
-        no_faults = Faults(timeout=False, server_error=None, malformed=False, truncated=False, latency=0.0)
-        answer = functools.partial(completion, faults=no_faults, number=0)
-        self.batches = FakeBatches(BatchKnobs.from_json(config.batch), answer, self.authorized)
+        self.batches = FakeBatches(BatchKnobs.from_json(config.batch), batch_answer, self.authorized, is_judge_request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one HTTP request."""

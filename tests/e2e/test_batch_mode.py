@@ -24,12 +24,20 @@ FAST = {"validating_s": 0.1, "in_progress_s": 0.3, "finalizing_s": 0.1}
 
 
 def batch_settings(
-    base_url: str, store: Path, *, mode: str = "batch", max_failure_rate: float = 0.5, **endpoint: Any
+    base_url: str,
+    store: Path,
+    *,
+    mode: str = "batch",
+    max_failure_rate: float = 0.5,
+    max_reasks: int = 0,
+    budget: float | None = None,
+    **endpoint: Any,
 ) -> Settings:
     """Return settings of a two-generator, one-judge pipeline on one endpoint of the fake server."""
     return Settings(
         storage_dir=str(store),
         max_failure_rate=max_failure_rate,
+        budget_usd_per_step=budget,
         batch_size=N,
         source=SourceSettings(limit=N),
         endpoints=[
@@ -64,7 +72,7 @@ def batch_settings(
             name="judge",
             endpoint="fake",
             model="judge",
-            max_reasks=0,
+            max_reasks=max_reasks,
             price_input_per_million=2.0,
             price_output_per_million=8.0,
         ),
@@ -250,3 +258,43 @@ def test_a_ready_partition_is_requested_under_one_run_key_until_its_step_has_run
         assert job.execute_in_process(partition_key=PARTITION, instance=instance,
                                       asset_selection=request.asset_selection).success  # fmt: skip
         assert all(r.asset_selection != request.asset_selection for r in tick())
+
+
+def test_judge_reasks_are_another_job_and_the_first_round_comes_from_the_cache(tmp_path: Path) -> None:
+    """A cut-off or unreadable judge answer is re-asked in a job of its own: the ratings step waits a second time,
+    the sensor runs it again, and the first round's answers are read from the cache, never submitted again."""
+    knobs = FAST | {"judge_truncated": 0.25, "judge_malformed": 0.25}
+    with run_fake_openai(seed=5, batch=json.dumps(knobs)) as server:
+        settings = batch_settings(server.base_url, tmp_path, max_reasks=1, max_failure_rate=0.9)
+        instance = dg.DagsterInstance.ephemeral()
+        requested = run_through_sensor(settings, instance)
+        assert server.stats()["requests"] == 0  # nothing went online
+        counters = batch_counters(server)
+    store = JobStore(store_path(settings.cache_path()))
+    generations, first_round, reasks = sorted(store.jobs(), key=lambda j: j.recorded_at)
+    store.close()
+    assert [len(set(r.split(",")) & {"ratings"}) for r in requested] == [1, 1, 1]  # ratings ran three times
+    assert "dpo_pairs" in requested[-1] and generations.total == 2 * N
+
+    ratings = pl.read_parquet(tmp_path / "ratings" / f"{PARTITION}.parquet")
+    prompts = pl.read_parquet(tmp_path / "prompts" / f"{PARTITION}.parquet")
+    assert sorted(ratings["prompt_id"]) == sorted(prompts["prompt_id"])  # every prompt accounted for
+    assert ratings.filter(pl.col("status") != "ok")["reason"].is_not_null().all()
+    judgements = ratings.select(pl.col("judgements").explode()).unnest("judgements").drop_nulls("attempts")
+    again = judgements.filter(pl.col("attempts") == 2)
+    assert first_round.total == judgements.height and reasks.total == again.height > 0
+    assert again.filter(pl.col("failure").is_null()).height > 0  # re-asks that were read
+    assert judgements["cached"].all()  # the last run read both rounds from the cache
+    # each line sent once: the first round was never submitted again
+    assert counters["batches"] == 3 and counters["repeated_after_success"] == 0
+    assert counters["lines"] == generations.total + first_round.total + reasks.total
+    jobs = [generations, first_round, reasks]
+    tokens = sum(j.prompt_tokens * 1.0 + j.completion_tokens * 4.0 for j in jobs) / 1e6  # half of 2 and 8 USD
+    assert sum(j.cost_usd for j in jobs) == pytest.approx(tokens) and tokens > 0
+    judged = judgements["prompt_tokens"].sum() + 4 * judgements["completion_tokens"].sum()
+    assert first_round.cost_usd + reasks.cost_usd == pytest.approx(judged / 1e6)
+    rated = instance.get_latest_materialization_event(dg.AssetKey("ratings"))
+    assert rated is not None and rated.asset_materialization is not None
+    metadata = rated.asset_materialization.metadata
+    assert metadata["batch_submitted"].value == first_round.total + reasks.total
+    assert metadata["batch_cost_usd"].value == pytest.approx(first_round.cost_usd + reasks.cost_usd, abs=1e-6)
