@@ -326,11 +326,11 @@ class JobStore:
             out |= dict(self._db.execute(query, chunk).fetchall())
         return out
 
-    def waiting_jobs(self, asset: str, partition: str) -> list[Job]:
-        """Return the jobs ``asset``'s ``partition`` waited on, newest wait included."""
-        rows = self._db.execute(
-            "SELECT job_key FROM waiters WHERE asset = ? AND partition_key = ?", (asset, partition)
-        ).fetchall()
+    def waiting_jobs(self, asset: str, partition: str, *, unserved: bool = False) -> list[Job]:
+        """Return the jobs ``asset``'s ``partition`` waited on, newest wait included (``unserved``: only those its
+        step has not run on yet)."""
+        query = "SELECT job_key FROM waiters WHERE asset = ? AND partition_key = ?"
+        rows = self._db.execute(query + (" AND served = 0" if unserved else ""), (asset, partition)).fetchall()
         return [job for (key,) in rows if (job := self.job(key)) is not None]
 
     def ready_waiters(self) -> list[tuple[str, str, list[str]]]:
@@ -593,27 +593,36 @@ class BatchQueue:
 @dataclass(frozen=True, slots=True)
 class Planned:
     """Where a step's batch-mode requests stand: jobs still open, requests that failed for good (with the
-    provider's error), and requests to send online (answered already, or out of batch attempts with fallback)."""
+    provider's error), requests to send online (answered already, or out of batch attempts with fallback), requests
+    not submitted because they did not fit the allowance, and the estimated cost of those submitted now."""
 
     pending_jobs: tuple[str, ...]
     failed: dict[str, str]
     online: frozenset[str]
+    refused: frozenset[str] = frozenset()
+    committed_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class BatchRequest:
-    """One batch-mode request of a step: its cache key, endpoint, API model and body."""
+    """One batch-mode request of a step: its cache key, endpoint, API model, body, and its cost estimated at the
+    batch price."""
 
     key: str
     endpoint: str
     model: str
     body: dict[str, Any]
+    estimate_usd: float = 0.0
 
 
-def plan_requests(queue: BatchQueue, requests: Sequence[BatchRequest]) -> Planned:
+def plan_requests(
+    queue: BatchQueue, requests: Sequence[BatchRequest], *, allowance_usd: float | None = None
+) -> Planned:
     """Submit the requests no job holds yet, finish submissions a crash left, and say what the step can use.
 
-    ``requests`` are the step's batch-mode requests whose answers are not in the cache."""
+    ``requests`` are the step's batch-mode requests whose answers are not in the cache. With an ``allowance_usd``,
+    requests to submit are taken in order while their estimated costs fit in it; the rest are refused (not
+    submitted, not recorded)."""
     keys = list(dict.fromkeys(r.key for r in requests))
     if any(s.state == RETRY for s in queue.store.line_states(keys).values()):
         queue.resubmit()
@@ -635,8 +644,25 @@ def plan_requests(queue: BatchQueue, requests: Sequence[BatchRequest]) -> Planne
     for job in (queue.store.job(k) for k in sorted(pending)):
         if job is not None and job.state == SUBMITTING:
             queue.send(job.job_key)
+    refused, committed = _within(new, allowance_usd)
     for endpoint, fresh in new.items():
+        if not fresh:
+            continue
         attempt = 1 + max((queue.store.attempts(k) for k in fresh), default=0)
         lines = [RequestLine(r.key, r.body) for r in fresh.values()]
         pending |= set(queue.submit(endpoint, lines, {r.key: r.model for r in fresh.values()}, attempt))
-    return Planned(tuple(sorted(pending)), failed, frozenset(online))
+    return Planned(tuple(sorted(pending)), failed, frozenset(online), frozenset(refused), committed)
+
+
+def _within(new: dict[str, dict[str, BatchRequest]], allowance_usd: float | None) -> tuple[set[str], float]:
+    """Keep in ``new`` the requests whose estimates fit in ``allowance_usd``, in order (the first that does not fit
+    ends the admission); return the keys taken out and the estimated cost of those kept."""
+    committed, refused = 0.0, set()
+    for fresh in new.values():
+        for key, request in list(fresh.items()):
+            if allowance_usd is not None and (refused or committed + request.estimate_usd > allowance_usd):
+                refused.add(key)
+                del fresh[key]
+            else:
+                committed += request.estimate_usd
+    return refused, committed

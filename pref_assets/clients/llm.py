@@ -393,9 +393,15 @@ class _Ticket:
 
 def estimate_tokens(request: ChatRequest) -> int:
     """Return a budget estimate for a request: about 4 characters a token in, plus max_tokens out."""
+    return sum(estimate_token_parts(request))
+
+
+def estimate_token_parts(request: ChatRequest) -> tuple[int, int]:
+    """Return the estimate of a request's (prompt, completion) tokens: about 4 characters a token, and its
+    max_tokens (256 without one)."""
     chars = sum(len(m.get("content") or "") for m in request.messages)
     out = request.params.get("max_tokens") or request.params.get("max_completion_tokens") or 256
-    return chars // 4 + int(out)
+    return chars // 4, int(out)
 
 
 def _environment_proxy(url: httpx.URL) -> str | None:

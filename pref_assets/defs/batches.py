@@ -7,6 +7,11 @@ yields no materialization (its downstream steps are skipped) and records an obse
 sensor requests a run of the step's partitions and everything downstream once all their jobs have ended. Failed
 lines are resubmitted up to ``batch_max_attempts`` times, then sent online (``batch_fallback: online``) or kept
 as failed rows carrying the provider's error.
+
+The step's spending cap (``budget_usd_per_step``) holds for what it submits: requests are submitted in order while
+their cost, estimated at the batch price, fits in what the cap leaves; the rest fail as ``budget_exhausted`` like
+online calls refused by the cap. When the step runs again on its jobs' answers, the requests it submitted count at
+the same estimates, so it refuses the same requests again and spends what was left only on new ones (re-asks).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import functools
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +30,42 @@ import dagster as dg
 from pref_assets.clients.batch_api import BatchAPIClient
 from pref_assets.clients.batch_store import BatchEndpoint, BatchQueue, BatchRequest, Job, JobStore, plan_requests
 from pref_assets.clients.cache import RequestCache, request_key
-from pref_assets.clients.llm import ChatResult, EndpointConfigError
+from pref_assets.clients.llm import REFUSED, ChatResult, EndpointConfigError, estimate_token_parts
 from pref_assets.clients.retry import RetryPolicy
 from pref_assets.clients.runner import Budget, run_calls, to_request
 from pref_assets.core.batch_jobs import FileLimits
 from pref_assets.core.calls import Call
+from pref_assets.core.cost import cost_usd
 from pref_assets.core.secrets import Secrets, secret_fingerprint
 from pref_assets.defs.resources import LLMResource, _endpoint_identity
 from pref_assets.settings import EMBEDDED, EndpointSettings, Settings
 
-# Set while the body of an asset that can wait for batch jobs runs (``waits_for_batches``); the LLM calls of any
-# other asset go online.
-_CAN_WAIT: ContextVar[bool] = ContextVar("pref_assets_can_wait_for_batches", default=False)
+Prices = Callable[[str, str], tuple[float, float]]
 SENSOR_NAME = "llm_batches"
 BATCH_FAILED = "batch_failed"
 STORE_FILE = "batch_jobs.sqlite"
+
+
+@dataclass
+class _Step:
+    """A step that can wait for batch jobs, while its body runs: the batch prices, and the request keys of the jobs
+    its partitions waited on (each charged once to its budget, at its estimate)."""
+
+    prices: Prices
+    waited: frozenset[str]
+    charged: set[str] = field(default_factory=set)
+
+    def charge(self, budget: Budget, requests: Iterable[BatchRequest]) -> None:
+        """Count the requests the step submitted in an earlier run as spent, at their estimates."""
+        for request in requests:
+            if request.key in self.waited and request.key not in self.charged:
+                budget.spent_usd += request.estimate_usd
+                self.charged.add(request.key)
+
+
+# Set while the body of an asset that can wait for batch jobs runs (``waits_for_batches``); the LLM calls of any
+# other asset go online.
+_STEP: ContextVar[_Step | None] = ContextVar("pref_assets_batch_step", default=None)
 
 
 class BatchesPending(Exception):
@@ -73,7 +100,7 @@ def store_path(cache_path: str | None) -> Path:
 def open_queue(
     llm: LLMResource,
     *,
-    prices: Callable[[str, str], tuple[float, float]] | None = None,
+    prices: Prices | None = None,
     log: Callable[[str], None] | None = None,
 ) -> BatchQueue:
     """Return the batch queue of ``llm``'s batch-mode endpoints (close its store and cache when done)."""
@@ -102,45 +129,60 @@ def close_queue(queue: BatchQueue) -> None:
     queue.cache.close()
 
 
-def batch_request(llm: LLMResource, call: Call) -> BatchRequest:
-    """Return a call as a batch request keyed as the online client keys it in the request cache."""
-    body = to_request(call).body()
+def batch_request(llm: LLMResource, call: Call, prices: Prices) -> BatchRequest:
+    """Return a call as a batch request keyed as the online client keys it in the request cache, with its cost
+    estimated at the batch ``prices`` (prompt tokens as the online budget estimates them, max_tokens out)."""
+    request = to_request(call)
+    body = request.body()
     endpoint = llm.endpoint(call.endpoint)
     namespace = secret_fingerprint(llm.api_keys.get(call.endpoint) or None)
-    return BatchRequest(request_key(_endpoint_identity(endpoint), body, namespace), call.endpoint, call.model, body)
+    key = request_key(_endpoint_identity(endpoint), body, namespace)
+    estimate = cost_usd(*estimate_token_parts(request), *prices(call.endpoint, call.model))
+    return BatchRequest(key, call.endpoint, call.model, body, estimate)
 
 
 def call_through_batches(
     context: dg.AssetExecutionContext, llm: LLMResource, budget: Budget, calls: Sequence[Call]
 ) -> list[ChatResult]:
     """Return one result per call, in order, when every batch-mode request has an answer or a final error; else
-    submit what no job holds, record the step's partitions as waiting, and raise ``BatchesPending``."""
+    submit what no job holds and fits the budget, record the step's partitions as waiting, and raise
+    ``BatchesPending``."""
     modes = batch_endpoints(llm.endpoints)
-    batch = {i: batch_request(llm, c) for i, c in enumerate(calls) if c.endpoint in modes}
-    if batch and not _CAN_WAIT.get():
+    step = _STEP.get()
+    if step is None and any(c.endpoint in modes for c in calls):
         context.log.info(f"{context.asset_key.to_user_string()} cannot wait for batch jobs: its calls go online")
-        batch = {}
-    if batch:
+    failed: dict[int, ChatResult] = {}
+    if step is not None and (batch := {i: c for i, c in enumerate(calls) if c.endpoint in modes}):
+        requests = {i: batch_request(llm, c, step.prices) for i, c in batch.items()}
+        step.charge(budget, requests.values())
         queue = open_queue(llm, log=context.log.info)
         try:
-            missing = [r for r in batch.values() if queue.cache.get(r.key) is None]
-            planned = plan_requests(queue, missing)
+            missing = [r for r in requests.values() if queue.cache.get(r.key) is None]
+            planned = plan_requests(queue, missing, allowance_usd=_left(budget))
+            budget.spent_usd += planned.committed_usd
             if planned.pending_jobs:
                 queue.store.add_waiters(planned.pending_jobs, context.asset_key.to_user_string(), _partitions(context))
                 raise BatchesPending([j for k in planned.pending_jobs if (j := queue.store.job(k)) is not None])
-            failed = {i: planned.failed[r.key] for i, r in batch.items() if r.key in planned.failed}
         finally:
             close_queue(queue)
-    else:
-        failed = {}
+        for i, r in requests.items():
+            if r.key in planned.failed:
+                failed[i] = _failed(BATCH_FAILED, planned.failed[r.key])
+            elif r.key in planned.refused:
+                failed[i] = _failed(REFUSED, f"budget of {budget.limit_usd} USD spent")
     send = [i for i in range(len(calls)) if i not in failed]
     answers = dict(zip(send, run_calls([calls[i] for i in send], llm.client, budget=budget, log=context.log.info),
                        strict=True))  # fmt: skip
-    return [answers[i] if i in answers else _failed(failed[i]) for i in range(len(calls))]
+    return [answers[i] if i in answers else failed[i] for i in range(len(calls))]
 
 
-def _failed(error: str) -> ChatResult:
-    return ChatResult(None, None, 0, 0, 0.0, 0, error_kind=BATCH_FAILED, error=error)
+def _left(budget: Budget) -> float | None:
+    """Return what the budget still allows, or None without a limit."""
+    return None if budget.limit_usd is None else max(0.0, budget.limit_usd - budget.spent_usd)
+
+
+def _failed(kind: str, error: str) -> ChatResult:
+    return ChatResult(None, None, 0, 0, 0.0, 0, error_kind=kind, error=error)
 
 
 def _partitions(context: dg.AssetExecutionContext) -> list[str]:
@@ -153,12 +195,13 @@ def waits_for_batches(settings: Settings, fn: Callable[..., Iterator[Any]]) -> C
     jobs' figures (submitted, completed, failed, expired, cost at batch price, turnaround)."""
     if not any(e.mode == "batch" for e in settings.endpoints):
         return fn
+    prices = batch_prices(settings)
 
     @functools.wraps(fn)
     def body(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Iterator[Any]:
         llm: LLMResource = kwargs["llm"]
         figures = _job_figures(llm, context)
-        token = _CAN_WAIT.set(True)
+        token = _STEP.set(_Step(prices, _waited_requests(llm, context)))
         try:
             for event in fn(context, *args, **kwargs):
                 yield _with_figures(context, event, figures)
@@ -167,7 +210,7 @@ def waits_for_batches(settings: Settings, fn: Callable[..., Iterator[Any]]) -> C
         except BatchesPending as pending:
             yield from _pending_events(context, pending)
         finally:
-            _CAN_WAIT.reset(token)
+            _STEP.reset(token)
 
     return body
 
@@ -181,6 +224,20 @@ def _job_figures(llm: LLMResource, context: dg.AssetExecutionContext) -> dict[st
     try:
         asset = context.asset_key.to_user_string()
         return {p: job_metadata(jobs) for p in _partitions(context) if (jobs := store.waiting_jobs(asset, p))}
+    finally:
+        store.close()
+
+
+def _waited_requests(llm: LLMResource, context: dg.AssetExecutionContext) -> frozenset[str]:
+    """Return the request keys of the jobs this step's partitions wait on (those its step has not run on yet)."""
+    path = store_path(llm.cache_path)
+    if not path.is_file():
+        return frozenset()
+    store = JobStore(path, private=llm.private_files)
+    try:
+        asset = context.asset_key.to_user_string()
+        jobs = {j.job_key for p in _partitions(context) for j in store.waiting_jobs(asset, p, unserved=True)}
+        return frozenset(key for job in jobs for key in store.job_keys_of(job))
     finally:
         store.close()
 
@@ -238,7 +295,7 @@ def _pending_events(context: dg.AssetExecutionContext, pending: BatchesPending) 
         yield dg.Output(None, output_name=name)
 
 
-def batch_prices(settings: Settings) -> Callable[[str, str], tuple[float, float]]:
+def batch_prices(settings: Settings) -> Prices:
     """Return the batch price per million (input, output) tokens of an (endpoint, API model)."""
     discounts = {e.name: e.batch_discount for e in settings.endpoints}
     models = [*settings.generators, *settings.panel]

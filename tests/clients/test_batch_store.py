@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,22 @@ def test_a_refused_submission_fails_its_requests_with_the_refusal(tmp_path: Path
         assert not planned.pending_jobs and set(planned.failed) == {r.key for r in requests}
         assert all(e.startswith("batch refused: HTTP 401: invalid API key") for e in planned.failed.values())
         assert _counters(server)["batches"] == 0
+
+
+def test_an_allowance_submits_the_requests_that_fit_in_order_and_refuses_the_rest(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    queue = _queue(server, tmp_path)
+    requests = [replace(r, estimate_usd=1.0) for r in _requests(5)]
+    planned = plan_requests(queue, requests, allowance_usd=2.5)
+    assert planned.refused == {"key-2", "key-3", "key-4"} and planned.committed_usd == 2.0
+    (job_key,) = planned.pending_jobs
+    assert sorted(queue.store.job_keys_of(job_key)) == ["key-0", "key-1"]
+    assert set(queue.store.line_states([r.key for r in requests])) == {"key-0", "key-1"}  # the refused: no record
+    # a later plan with room submits the rest; those already in the job are not submitted again
+    again = plan_requests(queue, requests, allowance_usd=10.0)
+    assert not again.refused and again.committed_usd == 3.0 and len(again.pending_jobs) == 2
+    nothing = plan_requests(queue, [replace(r, key=f"other-{r.key}") for r in requests], allowance_usd=0.0)
+    assert nothing.refused == {f"other-{r.key}" for r in requests} and not nothing.pending_jobs
+    _until_collected(queue)
+    assert _counters(server)["lines"] == 5

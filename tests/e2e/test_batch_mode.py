@@ -298,3 +298,28 @@ def test_judge_reasks_are_another_job_and_the_first_round_comes_from_the_cache(t
     metadata = rated.asset_materialization.metadata
     assert metadata["batch_submitted"].value == first_round.total + reasks.total
     assert metadata["batch_cost_usd"].value == pytest.approx(first_round.cost_usd + reasks.cost_usd, abs=1e-6)
+
+
+def test_the_step_budget_caps_batch_submissions_and_fails_the_rest_as_budget_exhausted(tmp_path: Path) -> None:
+    cap = 0.012  # about half the generations' estimate (max_tokens 256 out at 4 USD a million, batch price)
+    with run_fake_openai(seed=5, batch=json.dumps(FAST)) as server:
+        settings = batch_settings(server.base_url, tmp_path, budget=cap, max_failure_rate=1.0)
+        run_through_sensor(settings, dg.DagsterInstance.ephemeral())
+        counters = batch_counters(server)
+    store = JobStore(store_path(settings.cache_path()))
+    by_asset: dict[str, list[Any]] = {}
+    for job in store.jobs():
+        (asset,) = {a for a, _ in store.waiters_of(job.job_key)}
+        by_asset.setdefault(asset, []).append(job)
+    store.close()
+    gens = pl.read_parquet(tmp_path / "generations_by_model" / f"{PARTITION}.parquet")
+    refused = gens.filter(pl.col("status") == "failed")
+    (generations,) = by_asset["generations_by_model"]  # its next run refuses the same requests: no second job
+    submitted = generations.total
+    assert gens.height == 2 * N and 0 < submitted < 2 * N and refused.height == 2 * N - submitted
+    assert (refused["reason"] == f"budget_exhausted: budget of {cap} USD spent").all()
+    assert 0 < generations.cost_usd <= cap
+    assert sum(j.cost_usd for j in by_asset.get("ratings", [])) <= cap
+    assert counters["lines"] == sum(j.total for jobs in by_asset.values() for j in jobs)
+    ratings = pl.read_parquet(tmp_path / "ratings" / f"{PARTITION}.parquet")
+    assert ratings.height == N and ratings.filter(pl.col("status") != "ok")["reason"].is_not_null().all()
