@@ -1,6 +1,7 @@
 """Two Celery workers on one machine, each running the LLM step of its own run at the same time, keep to one
 endpoint's ``max_concurrency`` together: the limit is counted in Redis (``limits.backend: redis``), against a fake
-server that answers 429 to any request beyond that many in flight."""
+server that answers 429 to any request beyond that many in flight. Each run's steps go to its own queue, which
+only one of the workers listens on, so the two LLM steps run in different workers at once."""
 
 from __future__ import annotations
 
@@ -66,14 +67,15 @@ def shared_env(
 
 @pytest.fixture
 def two_workers(shared_env: Path) -> Iterator[list[Path]]:
-    """Two `dagster-celery worker start` processes with one pool process each; yields their log files."""
+    """Two `dagster-celery worker start` processes with one pool process each, listening on one queue each;
+    yields their log files."""
     started: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
-        for name in ("first", "second"):
+        for name, partition in zip(("first", "second"), PARTITIONS, strict=True):
             log = shared_env / f"worker-{name}.log"
             command = [str(Path(sys.executable).parent / "dagster-celery"), "worker", "start"]
             command += ["-A", "dagster_celery.app", "-y", str(DEPLOY / "celery" / "worker.yaml")]
-            command += ["-n", f"pref-assets-{name}", "--", "--concurrency", "1"]
+            command += ["-q", _queue(partition), "-n", f"pref-assets-{name}", "--", "--concurrency", "1"]
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     command, cwd=REPO, env=_worker_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -90,10 +92,9 @@ def two_workers(shared_env: Path) -> Iterator[list[Path]]:
 def test_two_celery_workers_share_the_endpoint_limit_through_redis(
     two_workers: list[Path], shared_env: Path, capped_llm: FakeServer
 ) -> None:
-    definitions = str(DEPLOY / "celery" / "definitions.py")
     runs = [
         subprocess.Popen(
-            [sys.executable, "-c", RUN_ONE, partition, definitions, str(REPO)],
+            [sys.executable, "-c", RUN_ONE, partition, str(_location(shared_env, partition)), str(REPO)],
             cwd=REPO,
             env=_worker_env(),
             stdout=subprocess.PIPE,
@@ -118,6 +119,26 @@ def test_two_celery_workers_share_the_endpoint_limit_through_redis(
     assert stats["max_in_flight"] == CONCURRENCY
     for partition in PARTITIONS:
         assert (shared_env / "pref_data" / "dpo_pairs" / f"{partition}.parquet").is_file()
+
+
+def _queue(partition: str) -> str:
+    return f"pref-assets-{partition}"
+
+
+def _location(folder: Path, partition: str) -> Path:
+    """Write a code location like ``deploy/celery/definitions.py`` whose Celery executor sends every step to the
+    partition's own queue; return its path."""
+    path = folder / f"celery_{partition.replace('-', '_')}.py"
+    path.write_text(
+        "from dagster_celery import celery_executor\n"
+        "from pref_assets.definitions import build_definitions\n"
+        "from pref_assets.settings import load_settings\n"
+        "executor = celery_executor.configured({'broker': {'env': 'DAGSTER_CELERY_BROKER_URL'},\n"
+        "    'backend': {'env': 'DAGSTER_CELERY_BACKEND_URL'},\n"
+        f"    'config_source': {{'task_default_queue': {_queue(partition)!r}}}}}, name='celery_queue')\n"
+        "defs = build_definitions(load_settings(), executor=executor)\n"
+    )
+    return path
 
 
 def _llm_step(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float, int]:
