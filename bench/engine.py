@@ -183,6 +183,20 @@ def write_prompts(path: Path, n: int) -> Path:
     return path
 
 
+def bench_models(
+    model: str, gen_endpoint: str, judge_endpoint: str | None = None
+) -> tuple[list[ModelSettings], JudgeSettings]:
+    """Return the benchmarks' models: two generators (temperature 0.2 and 1.0, 64 tokens) on ``gen_endpoint`` and
+    the judge (temperature 0, 384 tokens) on ``judge_endpoint`` (the same endpoint when not given)."""
+    generators = [
+        ModelSettings(name=f"gen-{t}", endpoint=gen_endpoint, model=model, params={"temperature": t, "max_tokens": 64})
+        for t in (0.2, 1.0)
+    ]
+    judge = JudgeSettings(name="judge", endpoint=judge_endpoint or gen_endpoint, model=model,
+                          params={"temperature": 0.0, "max_tokens": 384})  # fmt: skip
+    return generators, judge
+
+
 def pipeline_settings(
     base_url: str, prompts: Path, n: int, store: Path, *, cache: bool, target: Target = FAKE
 ) -> Settings:
@@ -194,12 +208,7 @@ def pipeline_settings(
         max_concurrency=CONCURRENCY,
         structured_output=target.structured_output,
     )
-    model = target.model
-    generators = [
-        ModelSettings(name=f"gen-{t}", endpoint=ENDPOINT, model=model, params={"temperature": t, "max_tokens": 64})
-        for t in (0.2, 1.0)
-    ]
-    judge = JudgeSettings(name="judge", endpoint=ENDPOINT, model=model, params={"temperature": 0.0, "max_tokens": 384})
+    generators, judge = bench_models(target.model, ENDPOINT)
     source = SourceSettings(kind="files", paths=[str(prompts)], limit=n)
     return Settings(
         storage_dir=str(store),

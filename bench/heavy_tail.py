@@ -33,14 +33,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from engine import PARTITION, describe_steps, run_job, write_prompts
+from engine import PARTITION, bench_models, describe_steps, run_job, write_prompts
 
 from pref_assets.clients.llm import ChatClient, ChatRequest
 from pref_assets.settings import (
     CacheSettings,
     EndpointSettings,
-    JudgeSettings,
-    ModelSettings,
     Settings,
     SourceSettings,
 )
@@ -97,11 +95,7 @@ def settings_for(
         EndpointSettings(name=name, base_url=url, max_concurrency=concurrency, structured_output="json_schema")
         for name, url in (("gen", gen_url), ("judge", judge_url))
     ]
-    generators = [
-        ModelSettings(name=f"gen-{t}", endpoint="gen", model=model, params={"temperature": t, "max_tokens": 64})
-        for t in (0.2, 1.0)
-    ]
-    judge = JudgeSettings(name="judge", endpoint="judge", model=model, params={"temperature": 0.0, "max_tokens": 384})
+    generators, judge = bench_models(model, "gen", "judge")
     return Settings(
         storage_dir=str(store),
         batch_size=n,

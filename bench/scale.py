@@ -40,14 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "services"))
 
 import backfill_timing as bt  # noqa: E402
-from engine import write_prompts  # noqa: E402
+from engine import bench_models, write_prompts  # noqa: E402
 
 from pref_assets.settings import (  # noqa: E402
     BackfillSettings,
     CacheSettings,
     EndpointSettings,
-    JudgeSettings,
-    ModelSettings,
     Settings,
     SourceSettings,
 )
@@ -116,13 +114,7 @@ def settings_for(
             name="bench", base_url=ep.base_url, max_concurrency=concurrency, structured_output="json_schema"
         )
     ]
-    generators = [
-        ModelSettings(name=f"gen-{t}", endpoint="bench", model=ep.model, params={"temperature": t, "max_tokens": 64})
-        for t in (0.2, 1.0)
-    ]
-    judge = JudgeSettings(
-        name="judge", endpoint="bench", model=ep.model, params={"temperature": 0.0, "max_tokens": 384}
-    )
+    generators, judge = bench_models(ep.model, "bench")
     return Settings(
         storage_dir=str(store),
         batch_size=batch_size,
